@@ -1,0 +1,561 @@
+"""Latent editing along the double-chin boundaries: the edit, style mixing, automatic strength and code loading.
+
+Matches the test-time editing of Wu et al., "Coarse-to-Fine: Facial Structure Editing of Portrait Images via Latent
+Space Classifications" (SIGGRAPH 2021), official repository
+``oneThousand1000/Facial-Structure-Editing-of-Portrait-Images-via-Latent-Space-Classifications``
+(``main_diffuse.py``, ``main_warp.py``, ``easy_style_mixing``; the automatic per-layer step from the April-2021
+``main_warp.py``), and reads its boundary files (InterFaceGAN-style unit SVM normals). See METHOD.md §4–§5.
+
+The math (shapes: ``wp`` (18, 512) W+ code, ``n`` (18, 512) per-layer unit normals, ``b`` (18,) intercepts):
+
+- Manual edit: ``edited = wp + α·n``; negative α removes the double chin (the positive side is "double chin").
+- Style mixing: for the layers in ``mix_layers``, ``mixed = (1 − r)·edited + r·wp`` (r = 1 restores the original
+  rows); the other layers keep the edit. Unlike the official code, nothing is modified in place.
+- Per-layer score ``s_i = n_i·w_i + b_i``; automatic step ``d_i = −factor·|s_i|`` and ``wp_i += d_i·n_i``.
+  ``s_i`` mixes units (the SVM weight norm was not stored), so it is a step-size heuristic, **not** a detector.
+
+Everything here is numpy; the only I/O is in :func:`load_boundary` and :func:`load_latent_code`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import BOUNDARIES_DIR, NUM_WS, W_DIM
+from pipeline.errors import LatentCodeError, WeightsError
+
+__all__ = [
+    "AutoStrength",
+    "Boundary",
+    "EditSettings",
+    "auto_layer_steps",
+    "auto_strength",
+    "edit_latent",
+    "edit_latent_auto",
+    "layer_scores",
+    "load_boundary",
+    "load_latent_code",
+    "strength_sweep",
+    "sweep_alphas",
+]
+
+logger = logging.getLogger(__name__)
+
+BOUNDARY_VARIANTS: dict[str, tuple[str, ...]] = {
+    "coarse": ("psi_0.5", "psi_0.8"),  # W-space SVMs on data generated at ψ = 0.5 / 0.8 (METHOD.md §4)
+    "fine": ("all", "psi_0.5", "psi_0.8"),  # per-layer W+ SVMs; "all" is the one the official commands use
+}
+BOUNDARY_FILENAME = "boundary.npy"
+INTERCEPT_FILENAME = "intercept.npy"  # only fine/all has one (raw sklearn intercept_, (18, 1) float64)
+UNIT_NORM_TOLERANCE = 1e-3  # |‖n_i‖ − 1| allowed; the shipped rows are within 1.2e-7 of 1
+DEFAULT_MIX_LAYERS = tuple(range(7, NUM_WS))  # main_diffuse.py style_range
+AUTO_STEP_FACTOR = 1.8  # April-2021 main_warp.py: d_i = −1.8·|n_i·w_i + b_i|
+
+LATENT_SHAPES = ((1, NUM_WS, W_DIM), (NUM_WS, W_DIM))  # accepted W+ code shapes
+MAX_LATENT_FILE_BYTES = 2 * 1024 * 1024  # a valid file is ≤ 73,856 bytes ((1, 18, 512) float64 + header)
+# Largest accepted per-row norm of a W+ code. Official and e4e codes have row norms ≈ 33–41 (METHOD.md §5); 1000 is
+# ~25× that, so anything larger is not a StyleGAN2 FFHQ W+ code (e.g. pixels, or a code saved in the wrong units).
+MAX_LATENT_ROW_NORM = 1000.0
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"  # .npz archives are zip files
+PICKLE_PROTOCOL_MARK = 0x80  # first byte of a pickle written with protocol ≥ 2
+SUPPORTED_NPY_VERSIONS = ((1, 0), (2, 0))  # what numpy.save writes for plain numeric arrays
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """Defaults of the edit (METHOD.md §4–§5). Field comments give the source of each value."""
+
+    boundary_kind: str = "fine"  # official README: the fine boundary preserves identity better than the coarse one
+    boundary_variant: str = "all"  # fine/all is the boundary main_diffuse.py / main_warp.py load
+    alpha: float = -5.0  # README commands and main_warp.py default; main_diffuse.py argparse default is −4.0
+    alpha_min: float = -8.0  # UI slider end (METHOD.md §5 suggested range 0 … −8)
+    alpha_max: float = 0.0  # UI slider start: α = 0 leaves the code unchanged
+    mix_layers_diffuse: tuple[int, ...] = DEFAULT_MIX_LAYERS  # main_diffuse.py: layers 7–17 restored
+    mix_layers_warp: tuple[int, ...] = tuple(range(6, NUM_WS))  # main_warp.py: layers 6–17 restored
+    mix_ratio: float = 1.0  # easy_style_mixing(mix_ratio=1.0) at test time (training step 1 used 0.8)
+    auto_factor: float = AUTO_STEP_FACTOR  # April-2021 main_warp.py automatic per-layer step
+    sweep_alpha_end: float = -7.0  # run_img_step.py sweeps a constant distance from 0 to −7 …
+    sweep_steps: int = 5  # … in 5 steps
+
+    def mix_layers_for(self, refinement: str) -> tuple[int, ...]:
+        """The official style-mixing layers for ``"diffuse"`` or ``"warp"``."""
+        if refinement == "diffuse":
+            return self.mix_layers_diffuse
+        if refinement == "warp":
+            return self.mix_layers_warp
+        raise ValueError(f"refinement must be 'diffuse' or 'warp', got {refinement!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Boundary:
+    """A double-chin boundary, always expanded to one unit normal per W+ layer.
+
+    Attributes:
+        kind: ``"coarse"`` (one W-space normal broadcast to all 18 rows) or ``"fine"`` (one normal per layer).
+        variant: ``"all"``, ``"psi_0.5"`` or ``"psi_0.8"`` (see ``BOUNDARY_VARIANTS``).
+        normal: (18, 512) float32, read-only; each row has unit norm. Positive side = double chin.
+        intercept: (18,) float64 read-only raw SVM intercepts ``b_i``, or None when the variant has none.
+    """
+
+    kind: str
+    variant: str
+    normal: np.ndarray
+    intercept: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        normal = np.array(self.normal, dtype=np.float32)  # private copy, so the caller's array can change freely
+        if normal.shape != (NUM_WS, W_DIM):
+            raise ValueError(f"normal must have shape {(NUM_WS, W_DIM)}, got {normal.shape}")
+        normal.setflags(write=False)
+        object.__setattr__(self, "normal", normal)
+        if self.intercept is not None:
+            intercept = np.array(self.intercept, dtype=np.float64).reshape(-1)
+            if intercept.shape != (NUM_WS,):
+                raise ValueError(f"intercept must have {NUM_WS} values, got shape {np.shape(self.intercept)}")
+            intercept.setflags(write=False)
+            object.__setattr__(self, "intercept", intercept)
+
+
+@dataclass(frozen=True, eq=False)
+class AutoStrength:
+    """What the automatic per-layer strength did, for display next to the result.
+
+    Attributes:
+        steps: (18,) float64 per-layer steps ``d_i = −factor·|s_i|`` (all ≤ 0).
+        scores: (18,) float64 per-layer scores ``s_i = n_i·w_i + b_i`` of the input code.
+        edit_weights: (18,) float64 share of each layer's step that survives style mixing (1 outside the mixed
+            layers, ``1 − mix_ratio`` inside).
+        mean_alpha: the constant α with the same mean step over the edited layers (weighted by ``edit_weights``),
+            comparable with the manual strength slider.
+        mean_score: the mean score over the edited layers (same weights).
+        already_clear: True when ``mean_score ≤ 0``, i.e. the edited layers already score on the no-double-chin side.
+        message: a user-facing note when ``already_clear``; None otherwise.
+    """
+
+    steps: np.ndarray
+    scores: np.ndarray
+    edit_weights: np.ndarray
+    mean_alpha: float
+    mean_score: float
+    already_clear: bool
+    message: str | None = field(default=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Boundaries
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise WeightsError(f"{what} file {path} does not exist; the boundaries ship with the app in {BOUNDARIES_DIR}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise WeightsError(
+            f"{what} file {path} could not be read as a .npy array ({err}); restore it from git"
+        ) from err
+
+
+def _check_unit_rows(normal: np.ndarray, path: Path) -> None:
+    norms = np.linalg.norm(normal.astype(np.float64), axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE)
+    if bad.size:
+        shown = ", ".join(f"row {i}: {norms[i]:.4g}" for i in bad[:5])
+        raise WeightsError(
+            f"boundary file {path} is not made of unit normals ({shown}); the official boundaries have unit rows. "
+            "Restore the file from git."
+        )
+
+
+def load_boundary(kind: str = "fine", variant: str = "all", *, boundaries_dir: Path = BOUNDARIES_DIR) -> Boundary:
+    """Load one of the authors' boundaries (and its intercepts, when it has them).
+
+    Files: ``{boundaries_dir}/{kind}/{variant}/boundary.npy`` — coarse (1, 512) float32, fine (1, 18, 512) float32 —
+    and, for fine/all only, ``intercept.npy`` (18, 1) float64.
+
+    Rows must already have unit norm (within ``UNIT_NORM_TOLERANCE``): they are used as stored, so the arithmetic
+    equals the official ``wp + α·n``. A file off by more is rejected rather than renormalised, because it is not one
+    of the shipped boundaries (e.g. a raw SVM weight) and silently rescaling it would change what α means.
+
+    Args:
+        kind: ``"fine"`` (per-layer W+ boundary) or ``"coarse"`` (W boundary, broadcast to all 18 layers).
+        variant: one of ``BOUNDARY_VARIANTS[kind]``.
+        boundaries_dir: root folder of the boundary files.
+
+    Returns:
+        A :class:`Boundary` with an (18, 512) float32 normal.
+
+    Raises:
+        ValueError: unknown kind or variant.
+        WeightsError: a file is missing, unreadable, of the wrong shape, not finite or not unit-norm (names the file).
+    """
+    if kind not in BOUNDARY_VARIANTS:
+        raise ValueError(f"boundary kind must be one of {tuple(BOUNDARY_VARIANTS)}, got {kind!r}")
+    if variant not in BOUNDARY_VARIANTS[kind]:
+        raise ValueError(f"{kind} boundary variant must be one of {BOUNDARY_VARIANTS[kind]}, got {variant!r}")
+    folder = Path(boundaries_dir) / kind / variant
+    path = folder / BOUNDARY_FILENAME
+    raw = _read_npy(path, "boundary")
+    expected = (1, W_DIM) if kind == "coarse" else (1, NUM_WS, W_DIM)
+    if raw.shape != expected or raw.dtype.kind != "f":
+        raise WeightsError(f"boundary file {path} holds a {raw.dtype} array of shape {raw.shape}; expected {expected}")
+    if not np.isfinite(raw).all():
+        raise WeightsError(f"boundary file {path} contains NaN or infinite values; restore it from git")
+    normal = np.broadcast_to(raw.reshape(-1, W_DIM), (NUM_WS, W_DIM))  # coarse: one W normal for every layer
+    _check_unit_rows(normal, path)
+
+    intercept = None
+    intercept_path = folder / INTERCEPT_FILENAME
+    if kind == "fine" and intercept_path.exists():
+        raw_intercept = _read_npy(intercept_path, "intercept")
+        if raw_intercept.size != NUM_WS or raw_intercept.dtype.kind != "f":
+            raise WeightsError(
+                f"intercept file {intercept_path} holds a {raw_intercept.dtype} array of shape {raw_intercept.shape}; "
+                f"expected {NUM_WS} float values"
+            )
+        if not np.isfinite(raw_intercept).all():
+            raise WeightsError(f"intercept file {intercept_path} contains NaN or infinite values; restore it from git")
+        intercept = raw_intercept.reshape(NUM_WS)
+    return Boundary(kind=kind, variant=variant, normal=normal, intercept=intercept)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The edit
+
+
+def _as_rows(wp: np.ndarray) -> np.ndarray:
+    """Validate a W+ code and return it as an (18, 512) float32 array (a view or a converted copy; never written)."""
+    wp = np.asarray(wp)
+    if wp.shape not in LATENT_SHAPES:
+        raise LatentCodeError(f"a W+ code must have shape (1, 18, 512) or (18, 512), got {wp.shape}")
+    if wp.dtype.kind != "f":
+        raise LatentCodeError(f"a W+ code must be a float array, got dtype {wp.dtype}")
+    return wp.reshape(NUM_WS, W_DIM).astype(np.float32, copy=False)
+
+
+def _mix_weights(mix_layers: Iterable[int], mix_ratio: float) -> np.ndarray:
+    """Per-layer weight r_i of the original code after style mixing: ``mix_ratio`` on ``mix_layers``, else 0."""
+    if not (math.isfinite(mix_ratio) and 0.0 <= mix_ratio <= 1.0):
+        raise ValueError(f"mix_ratio must be between 0 and 1, got {mix_ratio}")
+    layers = sorted({int(i) for i in mix_layers})
+    if any(not 0 <= i < NUM_WS for i in layers):
+        raise ValueError(f"mix_layers must be W+ layer indices 0–{NUM_WS - 1}, got {layers}")
+    ratios = np.zeros(NUM_WS, dtype=np.float32)
+    ratios[layers] = mix_ratio
+    return ratios
+
+
+def _step_and_mix(rows: np.ndarray, steps: np.ndarray, normal: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    """``edited_i = w_i + d_i·n_i``; rows with r_i > 0 then become ``(1 − r_i)·edited_i + r_i·w_i``. (18, 512) f32."""
+    edited = rows + steps.astype(np.float32)[:, None] * normal  # (18, 512); a new array, ``rows`` is untouched
+    mixed = ratios > 0
+    r = ratios[mixed][:, None]  # (k, 1)
+    # (1 − r)·edited + r·w written as w + (1 − r)·(edited − w): the same value, but exactly w when r = 1 or α = 0
+    edited[mixed] = rows[mixed] + (1.0 - r) * (edited[mixed] - rows[mixed])
+    return edited
+
+
+def _like_input(rows: np.ndarray, wp: np.ndarray) -> np.ndarray:
+    return rows.reshape(np.shape(wp))
+
+
+def edit_latent(
+    wp: np.ndarray,
+    boundary: Boundary,
+    *,
+    alpha: float,
+    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_ratio: float = 1.0,
+) -> np.ndarray:
+    """Move a W+ code along the boundary by ``alpha``, then restore ``mix_layers`` from the original (METHOD.md §5).
+
+    Args:
+        wp: W+ code, (1, 18, 512) or (18, 512), float (converted to float32). Not modified.
+        boundary: the boundary to walk along.
+        alpha: signed distance per layer; negative removes the double chin (UI range 0 … −8, default −5).
+        mix_layers: layers pulled back toward the original code (diffuse: 7–17, warp: 6–17).
+        mix_ratio: r in ``(1 − r)·edited + r·wp`` for ``mix_layers``; 1.0 restores them exactly.
+
+    Returns:
+        The edited code, float32, same shape as ``wp``.
+
+    Raises:
+        LatentCodeError: ``wp`` has the wrong shape or is not a float array.
+        ValueError: ``alpha`` is not finite, or ``mix_layers`` / ``mix_ratio`` are out of range.
+    """
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha}")
+    rows = _as_rows(wp)
+    steps = np.full(NUM_WS, alpha, dtype=np.float32)
+    return _like_input(_step_and_mix(rows, steps, boundary.normal, _mix_weights(mix_layers, mix_ratio)), wp)
+
+
+def sweep_alphas(alpha_end: float, steps: int) -> np.ndarray:
+    """The α values of :func:`strength_sweep`: ``linspace(0, alpha_end, steps)``, (steps,) float64."""
+    if steps < 2:
+        raise ValueError(f"a strength sweep needs at least 2 steps, got {steps}")
+    if not math.isfinite(alpha_end):
+        raise ValueError(f"alpha_end must be a finite number, got {alpha_end}")
+    return np.linspace(0.0, alpha_end, steps)
+
+
+def strength_sweep(
+    wp: np.ndarray,
+    boundary: Boundary,
+    *,
+    alpha_end: float,
+    steps: int,
+    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_ratio: float = 1.0,
+) -> np.ndarray:
+    """Edited codes for α from 0 to ``alpha_end`` (e.g. to animate the removal), as ``run_img_step.py`` sweeps.
+
+    Args:
+        wp: W+ code, (1, 18, 512) or (18, 512). Not modified.
+        boundary: the boundary to walk along.
+        alpha_end: the last α (the first is 0, i.e. the input code).
+        steps: number of frames, ≥ 2; the α values are :func:`sweep_alphas`.
+        mix_layers: as in :func:`edit_latent`.
+        mix_ratio: as in :func:`edit_latent`.
+
+    Returns:
+        (steps, 18, 512) float32; frame k equals ``edit_latent(wp, boundary, alpha=alphas[k], ...)``.
+    """
+    mix_layers = tuple(mix_layers)
+    frames = [
+        edit_latent(wp, boundary, alpha=float(a), mix_layers=mix_layers, mix_ratio=mix_ratio).reshape(NUM_WS, W_DIM)
+        for a in sweep_alphas(alpha_end, steps)
+    ]
+    return np.stack(frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-layer scores and the automatic strength
+
+
+def layer_scores(wp: np.ndarray, boundary: Boundary) -> np.ndarray:
+    """Per-layer SVM score ``s_i = n_i·w_i + b_i`` (positive = double-chin side), computed in float64.
+
+    The SVM weight norm was not stored, so ``s_i`` is not a distance and not a reliable detector (METHOD.md §4); on
+    the 7 official test codes it ranges from about −3.2 to +8.0.
+
+    Args:
+        wp: W+ code, (1, 18, 512) or (18, 512).
+        boundary: a boundary with intercepts (only fine/all has them).
+
+    Returns:
+        (18,) float64.
+
+    Raises:
+        ValueError: the boundary has no intercepts.
+        LatentCodeError: ``wp`` has the wrong shape or dtype.
+    """
+    if boundary.intercept is None:
+        raise ValueError(
+            f"the {boundary.kind}/{boundary.variant} boundary has no intercepts, so per-layer scores (and the "
+            "automatic strength) are unavailable; use the fine/all boundary or a manual strength"
+        )
+    rows = _as_rows(wp).astype(np.float64)
+    return np.einsum("ij,ij->i", boundary.normal.astype(np.float64), rows) + boundary.intercept
+
+
+def auto_layer_steps(wp: np.ndarray, boundary: Boundary, factor: float = AUTO_STEP_FACTOR) -> np.ndarray:
+    """Automatic per-layer steps ``d_i = −factor·|n_i·w_i + b_i|`` (April-2021 ``main_warp.py``), (18,) float64 ≤ 0."""
+    _check_factor(factor)
+    return -factor * np.abs(layer_scores(wp, boundary))
+
+
+def _check_factor(factor: float) -> None:
+    if not (math.isfinite(factor) and factor >= 0):
+        raise ValueError(f"factor must be a finite number ≥ 0, got {factor}")
+
+
+def auto_strength(
+    wp: np.ndarray,
+    boundary: Boundary,
+    *,
+    factor: float = AUTO_STEP_FACTOR,
+    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_ratio: float = 1.0,
+) -> AutoStrength:
+    """Per-layer automatic steps plus a summary for the UI (see :class:`AutoStrength`).
+
+    "Edited layers" are weighted by how much of their step survives style mixing: 1 outside ``mix_layers`` and
+    ``1 − mix_ratio`` inside (so with the default r = 1 they are simply the layers outside ``mix_layers``). The
+    face counts as already clear when the weighted mean score over them is ≤ 0. That test uses the same unreliable
+    score as the heuristic itself, so the message says so and only suggests a manual strength; it never blocks
+    the edit.
+
+    Raises:
+        ValueError: the boundary has no intercepts, or the mixing settings restore every layer (nothing is edited).
+    """
+    ratios = _mix_weights(mix_layers, mix_ratio)
+    weights = 1.0 - ratios.astype(np.float64)
+    if weights.sum() <= 0:
+        raise ValueError("these mixing settings restore every layer, so nothing would be edited")
+    _check_factor(factor)
+    scores = layer_scores(wp, boundary)
+    steps = -factor * np.abs(scores)  # = auto_layer_steps(wp, boundary, factor), without scoring twice
+    mean_alpha = float(np.average(steps, weights=weights))
+    mean_score = float(np.average(scores, weights=weights))
+    already_clear = mean_score <= 0.0
+    message = None
+    if already_clear:
+        message = (
+            f"This face already scores on the no-double-chin side of the boundary (mean layer score {mean_score:.2f} "
+            f"on the edited layers), so the automatic strength has no double chin to measure; it still moved the "
+            f"code by an average of {mean_alpha:.1f}. The score is a rough guide, not a reliable double-chin "
+            "detector: try a manual strength instead."
+        )
+    return AutoStrength(
+        steps=steps,
+        scores=scores,
+        edit_weights=weights,
+        mean_alpha=mean_alpha,
+        mean_score=mean_score,
+        already_clear=already_clear,
+        message=message,
+    )
+
+
+def edit_latent_auto(
+    wp: np.ndarray,
+    boundary: Boundary,
+    *,
+    factor: float = AUTO_STEP_FACTOR,
+    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_ratio: float = 1.0,
+) -> tuple[np.ndarray, AutoStrength]:
+    """Edit with the automatic per-layer steps (``wp_i += d_i·n_i``), then style-mix as :func:`edit_latent`.
+
+    Args:
+        wp: W+ code, (1, 18, 512) or (18, 512). Not modified.
+        boundary: a boundary with intercepts (fine/all).
+        factor: the step factor (1.8 in the April-2021 ``main_warp.py``).
+        mix_layers: as in :func:`edit_latent`.
+        mix_ratio: as in :func:`edit_latent`.
+
+    Returns:
+        The edited code (float32, same shape as ``wp``) and the :class:`AutoStrength` summary.
+
+    Raises:
+        ValueError: see :func:`auto_strength`.
+        LatentCodeError: ``wp`` has the wrong shape or dtype.
+    """
+    mix_layers = tuple(mix_layers)
+    strength = auto_strength(wp, boundary, factor=factor, mix_layers=mix_layers, mix_ratio=mix_ratio)
+    rows = _step_and_mix(_as_rows(wp), strength.steps, boundary.normal, _mix_weights(mix_layers, mix_ratio))
+    return _like_input(rows, wp), strength
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading user-supplied codes
+
+
+def _read_source_bytes(source: str | Path | bytes) -> tuple[bytes, str]:
+    """The raw bytes of an uploaded code and a name for messages (the file name only, never a full path)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if len(data) > MAX_LATENT_FILE_BYTES:
+            raise LatentCodeError(
+                f"the latent code is {len(data):,} bytes; a W+ code file is at most {MAX_LATENT_FILE_BYTES:,} bytes"
+            )
+        return data, "the latent code"
+    path = Path(source)
+    name = f"latent code file '{path.name}'"
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise LatentCodeError(f"{name} is not a file; upload a .npy file")
+        if size > MAX_LATENT_FILE_BYTES:
+            raise LatentCodeError(
+                f"{name} is {size:,} bytes; a W+ code file is at most {MAX_LATENT_FILE_BYTES:,} bytes"
+            )
+        return path.read_bytes(), name
+    except OSError as err:
+        raise LatentCodeError(f"{name} could not be read ({type(err).__name__}); upload a .npy file") from err
+
+
+def _array_from_npy_bytes(data: bytes, name: str) -> np.ndarray:
+    """Parse .npy bytes, checking the header (dtype, shape) before reading any values; never unpickles."""
+    if not data:
+        raise LatentCodeError(f"{name} is empty; upload a W+ code saved with numpy.save")
+    if data.startswith(ZIP_MAGIC):
+        raise LatentCodeError(f"{name} is a .npz archive; save the single (1, 18, 512) array with numpy.save")
+    if data[0] == PICKLE_PROTOCOL_MARK:
+        raise LatentCodeError(f"{name} is a Python pickle, which is never loaded; save the array with numpy.save")
+    if not data.startswith(NPY_MAGIC):
+        raise LatentCodeError(f"{name} is not a .npy file; save the (1, 18, 512) array with numpy.save")
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in SUPPORTED_NPY_VERSIONS:
+            raise LatentCodeError(
+                f"{name} uses .npy format version {version}; save a plain float array with numpy.save"
+            )
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    except ValueError as err:
+        raise LatentCodeError(f"{name} has a damaged .npy header; save the array again with numpy.save") from err
+    _check_latent_dtype_and_shape(dtype, shape, name)
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise LatentCodeError(f"{name} is truncated or damaged; save the array again with numpy.save") from err
+
+
+def _check_latent_dtype_and_shape(dtype: np.dtype, shape: tuple[int, ...], name: str) -> None:
+    if dtype.hasobject:
+        raise LatentCodeError(f"{name} holds Python objects (dtype {dtype}); only plain float arrays are accepted")
+    if dtype.kind != "f":
+        raise LatentCodeError(f"{name} has dtype {dtype}; a W+ code must be float16, float32 or float64")
+    if tuple(shape) not in LATENT_SHAPES:
+        hint = ""
+        if tuple(shape) in ((W_DIM,), (1, W_DIM)):
+            hint = " This looks like a single W vector: repeat it for the 18 layers (numpy.tile) to make a W+ code."
+        raise LatentCodeError(
+            f"{name} has shape {tuple(shape)}; expected a W+ code of shape (1, 18, 512) or (18, 512).{hint}"
+        )
+
+
+def load_latent_code(source: str | Path | bytes | np.ndarray) -> np.ndarray:
+    """Read and validate a user-supplied W+ code (e.g. from e4e or a projector) for StyleGAN2 FFHQ 1024².
+
+    Accepted: a ``.npy`` file (path or raw bytes) or an array, shape (1, 18, 512) or (18, 512), float16/32/64,
+    all finite, every row norm ≤ ``MAX_LATENT_ROW_NORM`` (official codes: 33–41). Files are parsed with
+    ``allow_pickle=False`` after checking the header, so a pickle is never executed.
+
+    Args:
+        source: a file path (str or Path), the file's bytes, or an array.
+
+    Returns:
+        (1, 18, 512) float32, a new array (never a view of ``source``).
+
+    Raises:
+        LatentCodeError: unreadable or oversized file, not a .npy file (pickle, .npz, other), object or non-float
+            dtype, wrong shape (the message gives the shape found and expected), NaN/inf, or absurd magnitude.
+    """
+    if isinstance(source, np.ndarray):
+        name = "the latent code"
+        _check_latent_dtype_and_shape(source.dtype, source.shape, name)
+        array = source
+    else:
+        data, name = _read_source_bytes(source)
+        array = _array_from_npy_bytes(data, name)
+    if not np.isfinite(array).all():
+        raise LatentCodeError(f"{name} contains NaN or infinite values; a W+ code must be finite")
+    row_norms = np.linalg.norm(array.reshape(NUM_WS, W_DIM).astype(np.float64), axis=1)
+    if row_norms.max() > MAX_LATENT_ROW_NORM:
+        raise LatentCodeError(
+            f"{name} has a layer of norm {row_norms.max():.4g}; W+ codes have layer norms of about 30–50 (at most "
+            f"{MAX_LATENT_ROW_NORM:g} is accepted), so this is not a StyleGAN2 W+ code"
+        )
+    return np.array(array, dtype=np.float32).reshape(1, NUM_WS, W_DIM)
