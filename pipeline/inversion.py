@@ -38,6 +38,8 @@ class OptimisationSettings:
     pixel_weight: float = 1.0  # mean squared error in [-1, 1] (the authors' PyTorch projector adds a pixel term)
     perceptual_weight: float = 1.0  # VGG16 perceptual distance at 256² (the projector's LPIPS term)
     loss_size: int = 256  # both losses compare 256² versions (the projector area-downsamples 1024 → 256)
+    render_size: int | None = None  # render only up to this resolution while optimising (None = full size; ours,
+    # for CPUs: the 256² skip output stands in for the downsampled 1024² render)
 
 
 @dataclass
@@ -129,7 +131,7 @@ def optimise_latent(
             noisy = w_plus
             if noise_std > 0:
                 noisy = w_plus + noise_std * torch.randn(w_plus.shape, generator=noise_gen, device=device)
-            image = generator.synthesis(noisy)
+            image = generator.synthesis(noisy, resolution=settings.render_size)
             image_small = downsample(image, settings.loss_size)
             loss = settings.pixel_weight * F.mse_loss(image_small, target_small)
             loss = loss + settings.perceptual_weight * perceptual(image_small, target_small)

@@ -1,0 +1,110 @@
+"""Loading every network the pipeline needs, once, onto one device.
+
+The e4e checkpoint (~1.2 GB) is read a single time and gives both the encoder and the StyleGAN2 generator. The face
+parser and VGG16 are optional: without the parser the neck mask falls back to landmarks and skin colour, without VGG16
+the optimisation-based stages (quality inversion, diffuse refinement) are unavailable. Each missing piece is reported
+in ``notes`` rather than hidden.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from pipeline.checkpoint_io import read_torch_checkpoint
+from pipeline.device import select_device
+from pipeline.encoder import Encoder4Editing, encoder_from_checkpoint
+from pipeline.errors import WeightsError
+from pipeline.parsing import BiSeNet, load_parser
+from pipeline.perceptual import VGG16Features, load_vgg16_features
+from pipeline.stylegan2 import Generator, generator_from_checkpoint
+from pipeline.weights import resolve_weight
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STAND_IN_OPTION = "c2f_stand_in"  # key in the e4e checkpoint's "opts" marking seeded random stand-in weights
+STAND_IN_NOTE = (
+    "These are small random stand-in weights for testing, not the real models: the result is NOT a real "
+    "double-chin removal."
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Models:
+    """The loaded networks and what is known about them."""
+
+    device: torch.device
+    generator: Generator
+    encoder: Encoder4Editing
+    parser: BiSeNet | None
+    vgg: VGG16Features | None
+    stand_in: bool  # True when the weights are seeded random stand-ins (results are not real)
+    notes: tuple[str, ...]  # user-facing remarks on degraded capabilities
+
+
+def is_stand_in(checkpoint: dict[str, object]) -> bool:
+    """Whether an e4e checkpoint was written by ``make-test-weights`` (its opts carry the stand-in flag)."""
+    opts = checkpoint.get("opts")
+    return isinstance(opts, dict) and bool(opts.get(STAND_IN_OPTION, False))
+
+
+def load_models(
+    weights_dir: str | os.PathLike[str] | None = None,
+    *,
+    device: str | torch.device | None = None,
+    allow_download: bool = True,
+) -> Models:
+    """Resolve (download if needed), verify and load every network.
+
+    Args:
+        weights_dir: folder of weight files (default: ``$C2F_WEIGHTS_DIR`` or ``checkpoints/``).
+        device: "cpu", "cuda", … or None for CUDA when available.
+        allow_download: False never touches the network.
+
+    Raises:
+        WeightsError: the e4e checkpoint (encoder + generator) or the dlib model cannot be had; the message names the
+            file, where it was looked for and how to provide it.
+    """
+    device = device if isinstance(device, torch.device) else select_device(device)
+    e4e_path = resolve_weight("e4e", weights_dir=weights_dir, allow_download=allow_download)
+    checkpoint = read_torch_checkpoint(e4e_path)
+    if not isinstance(checkpoint, dict):
+        raise WeightsError(f"{e4e_path} is not an e4e checkpoint (expected a dict with 'state_dict' and 'latent_avg')")
+    source = Path(e4e_path).name
+    generator = generator_from_checkpoint(checkpoint, source=source, device=device)
+    encoder = encoder_from_checkpoint(checkpoint, source=source, device=device)
+    stand_in = is_stand_in(checkpoint)
+    del checkpoint
+    notes: list[str] = [STAND_IN_NOTE] if stand_in else []
+
+    def resolve(key: str) -> Path:
+        return resolve_weight(key, weights_dir=weights_dir, allow_download=allow_download)
+
+    parser = _optional(
+        lambda: load_parser(resolve("face_parser"), device),
+        "The face parser is unavailable, so the neck mask comes from landmarks and skin colour (less precise).",
+        notes,
+    )
+    vgg = _optional(
+        lambda: load_vgg16_features(resolve("vgg16"), device),
+        "VGG16 weights are unavailable, so the optimisation-based modes (quality inversion, diffuse) are disabled.",
+        notes,
+    )
+    return Models(device, generator, encoder, parser, vgg, stand_in, tuple(notes))
+
+
+def _optional(load: Callable[[], T], note: str, notes: list[str]) -> T | None:
+    """Run ``load``; on a WeightsError log it, record ``note`` and return None."""
+    try:
+        return load()
+    except WeightsError as err:
+        logger.warning("%s (%s)", note, err)
+        notes.append(note)
+        return None

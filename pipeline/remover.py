@@ -1,0 +1,443 @@
+"""The end-to-end double-chin remover: photo in, photo out, every intermediate kept.
+
+Stages (METHOD.md §1): decode → detect → FFHQ-align → invert to W+ → boundary edit + style mixing → neck mask →
+refine (warp or diffuse) → paste back into the full photo. The two halves are separate methods so a caller (the app)
+can cache :meth:`DoubleChinRemover.prepare` (alignment and inversion, the expensive part) and re-run only
+:meth:`DoubleChinRemover.edit` when the strength or the method changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.align import AlignedFace, Face, align_face, find_faces
+from pipeline.compositing import FEATHER_DIFFUSE, FEATHER_WARP, composite, feather_mask
+from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR
+from pipeline.decode import ImageSource, decode_upload
+from pipeline.editing import AutoStrength, Boundary, edit_latent, edit_latent_auto, load_boundary, load_latent_code
+from pipeline.encoder import invert_with_encoder
+from pipeline.errors import PipelineError, WeightsError
+from pipeline.inversion import OptimisationSettings, optimise_latent
+from pipeline.models import Models, load_models
+from pipeline.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
+from pipeline.parsing import parse_labels
+from pipeline.perceptual import downsample_to, feature_mse, perceptual_distance
+from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.refine_warp import face_and_neck_masks, warp_edited_jaw
+from pipeline.settings import RemovalSettings
+
+logger = logging.getLogger(__name__)
+
+StageCallback = Callable[[str], None]  # told the name of each stage as it starts
+StopCheck = Callable[[], bool]
+CPU_RENDER_SIZE = 256  # on CPU the optimisation loops render 256² (METHOD.md §7 renders 1024²; see refine_diffuse.py)
+FEATURE_TAP = "relu4_3"  # the diffuse loss compares VGG16 features after conv4_3 (METHOD.md §7)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) raw generator output, about [-1, 1] → (H, W, 3) uint8 RGB (official postprocess, METHOD.md §3)."""
+    pixels = (image.detach()[0].float() + 1.0) * 127.5 + 0.5
+    return pixels.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@dataclass
+class PreparedFace:
+    """One aligned face and its W+ code: everything the edit needs that does not depend on the strength."""
+
+    aligned: AlignedFace  # crop, quad and affine back to the photo
+    landmarks: np.ndarray  # (68, 2) float64 landmarks in aligned coordinates
+    w_plus: np.ndarray  # (1, 18, 512) float32 code of the crop
+    reconstruction: np.ndarray  # (1024, 1024, 3) uint8 render of ``w_plus``
+    labels: np.ndarray | None  # (1024, 1024) uint8 face-parsing labels of the crop, None without the parser
+    inversion: str  # "encoder", "optimise" or "user code"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FaceEdit:
+    """The edit of one face, in aligned space."""
+
+    prepared: PreparedFace
+    w_edited: np.ndarray  # (1, 18, 512) boundary edit after style mixing
+    edited: np.ndarray  # (1024, 1024, 3) uint8 render of ``w_edited``
+    neck_mask: np.ndarray  # (1024, 1024) bool: the region that is replaced
+    blend_mask: np.ndarray  # (1024, 1024) float32 in [0, 1]: the feathered mask used for blending and paste-back
+    refined: np.ndarray  # (1024, 1024, 3) uint8: the aligned crop with the refined neck blended in
+    w_final: np.ndarray  # (1, 18, 512) code of the refined render (diffuse) or ``w_edited`` (warp)
+    auto_strength: AutoStrength | None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RemovalResult:
+    """The output photo with every intermediate, the codes, the settings and per-stage timings."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB, the input photo with the edited faces pasted back
+    original: np.ndarray  # (H, W, 3) uint8 RGB, the decoded input
+    faces: list[Face]  # every detected face, largest first
+    edits: dict[int, FaceEdit]  # face index → its edit
+    settings: RemovalSettings
+    stand_in: bool  # True when produced with stand-in weights: not a real result
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready description of what was done (no pixels)."""
+        return {
+            "size": [int(self.image.shape[1]), int(self.image.shape[0])],
+            "faces_found": len(self.faces),
+            "faces_edited": sorted(self.edits),
+            "settings": self.settings.to_dict(),
+            "stand_in_weights": self.stand_in,
+            "notes": list(self.notes),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "faces": {
+                str(index): {
+                    "inversion": edit.prepared.inversion,
+                    "quad": edit.prepared.aligned.quad.round(2).tolist(),
+                    "auto_strength": None
+                    if edit.auto_strength is None
+                    else {
+                        "mean_alpha": edit.auto_strength.mean_alpha,
+                        "already_clear": edit.auto_strength.already_clear,
+                    },
+                    "notes": list(edit.notes),
+                }
+                for index, edit in self.edits.items()
+            },
+        }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str, on_stage: StageCallback | None) -> Iterator[None]:
+    if on_stage is not None:
+        on_stage(name)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _tqdm_progress(description: str, total: int) -> tuple[Callable[[int, int, float], None], Callable[[], None]]:
+    """A progress callback feeding a tqdm bar (the app shows tqdm bars as stage progress), and its closer."""
+    bar = tqdm(total=total, desc=description, leave=False, disable=total == 0)
+
+    def update(step: int, _total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+class DoubleChinRemover:
+    """Loads every model once and removes double chins from photos.
+
+    Example:
+        >>> remover = DoubleChinRemover.from_pretrained()  # downloads the weights on first use
+        >>> result = remover("portrait.jpg", RemovalSettings(strength=-5.0, method="warp"))
+        >>> result.image.shape == result.original.shape
+        True
+    """
+
+    def __init__(self, models: Models, *, boundaries_dir: os.PathLike[str] | str = BOUNDARIES_DIR) -> None:
+        self.models = models
+        self.boundaries_dir = boundaries_dir
+        self._boundaries: dict[tuple[str, str], Boundary] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        weights_dir: os.PathLike[str] | str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        allow_download: bool = True,
+    ) -> DoubleChinRemover:
+        """Resolve, verify and load the weights (see :func:`pipeline.models.load_models`)."""
+        return cls(load_models(weights_dir, device=device, allow_download=allow_download))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks run."""
+        return self.models.device
+
+    def boundary(self, kind: str, variant: str) -> Boundary:
+        """The (cached) boundary ``kind``/``variant``."""
+        key = (kind, variant)
+        if key not in self._boundaries:
+            self._boundaries[key] = load_boundary(kind, variant, boundaries_dir=self.boundaries_dir)
+        return self._boundaries[key]
+
+    # 1–2. Detection and alignment ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def select_faces(faces: list[Face], settings: RemovalSettings) -> list[int]:
+        """Indices of the faces to edit: all, the chosen one, or the largest."""
+        if settings.all_faces:
+            return list(range(len(faces)))
+        index = 0 if settings.face_index is None else settings.face_index
+        if index >= len(faces):
+            count = f"{len(faces)} face" + ("s" if len(faces) != 1 else "")
+            raise PipelineError(
+                f"This photo has {count} large enough to edit, so there is no face number {index + 1}. "
+                f"Choose a face between 1 and {len(faces)}."
+            )
+        return [index]
+
+    # 3. Inversion ---------------------------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        image: np.ndarray,
+        face: Face,
+        settings: RemovalSettings,
+        *,
+        w_plus: np.ndarray | None = None,
+        on_stage: StageCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> PreparedFace:
+        """Align one face and find its W+ code (e4e, optionally refined by optimisation, or a given code).
+
+        Args:
+            image: (H, W, 3) uint8 RGB photo.
+            face: a face from :func:`pipeline.align.find_faces` on ``image``.
+            settings: only ``inversion``, ``inversion_steps`` and ``seed`` matter here.
+            w_plus: a user-supplied (1, 18, 512) code; skips the inversion.
+            on_stage: told each stage name as it starts.
+            should_stop: polled inside the optimisation loop.
+        """
+        timings: dict[str, float] = {}
+        models = self.models
+        with _timed(timings, "align", on_stage):
+            aligned = align_face(image, face, ALIGNED_SIZE)
+            landmarks = aligned.to_aligned(face.landmarks)
+        with _timed(timings, "invert", on_stage), torch.inference_mode():
+            if w_plus is not None:
+                code, how = load_latent_code(w_plus), "user code"
+            else:
+                code, how = invert_with_encoder(models.encoder, aligned.image, device=models.device), "encoder"
+        if w_plus is None and settings.inversion == "optimise" and settings.inversion_steps > 0:
+            with _timed(timings, "optimise", on_stage):
+                code = self._optimise(aligned.image, code, settings, should_stop)
+                how = "optimise"
+        with _timed(timings, "reconstruct", on_stage):
+            reconstruction = self.render(code)
+        labels = None
+        if models.parser is not None:
+            with _timed(timings, "parse", on_stage):
+                labels = parse_labels(models.parser, aligned.image, device=models.device)
+        return PreparedFace(aligned, landmarks, code, reconstruction, labels, how, timings)
+
+    def _optimise(
+        self, aligned: np.ndarray, code: np.ndarray, settings: RemovalSettings, should_stop: StopCheck | None
+    ) -> np.ndarray:
+        vgg = self._require_vgg("quality inversion (encoder + optimisation)")
+        update, close = _tqdm_progress("Optimising the code", settings.inversion_steps)
+        options = OptimisationSettings(steps=settings.inversion_steps)
+        if self.device.type != "cuda":
+            options = dataclasses.replace(options, render_size=CPU_RENDER_SIZE)
+        try:
+            result = optimise_latent(
+                self.models.generator,
+                to_model_range(aligned, self.device),
+                code,
+                perceptual=partial(perceptual_distance, vgg),
+                settings=options,
+                seed=settings.seed,
+                progress=update,
+                should_stop=should_stop,
+            )
+        finally:
+            close()
+        return result.w_plus
+
+    def _require_vgg(self, what: str) -> torch.nn.Module:
+        if self.models.vgg is None:
+            raise WeightsError(
+                f"The {what} needs the VGG16 weights, which are not available here. "
+                "Use the fast encoder inversion and the warp method, or provide the weights (see README)."
+            )
+        return self.models.vgg
+
+    def render(self, w_plus: np.ndarray) -> np.ndarray:
+        """(1, 18, 512) code → (1024, 1024, 3) uint8 RGB render with constant noise."""
+        with torch.inference_mode():
+            code = torch.from_numpy(np.ascontiguousarray(w_plus, dtype=np.float32)).to(self.device)
+            return to_uint8(self.models.generator.synthesis(code))
+
+    # 4–6. Edit, mask, refine ---------------------------------------------------------------------------------------
+
+    def edit(
+        self,
+        prepared: PreparedFace,
+        settings: RemovalSettings,
+        *,
+        on_stage: StageCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> FaceEdit:
+        """Move the code along the boundary, render it, and blend the new neck into the aligned crop."""
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        with _timed(timings, "edit", on_stage):
+            boundary = self.boundary(settings.boundary, settings.boundary_variant)
+            mix = {"mix_layers": settings.effective_mix_layers, "mix_ratio": settings.mix_ratio}
+            auto = None
+            if settings.auto_strength:
+                w_edited, auto = edit_latent_auto(prepared.w_plus, boundary, **mix)
+                if auto.message:
+                    notes.append(auto.message)
+            else:
+                w_edited = edit_latent(prepared.w_plus, boundary, alpha=settings.strength, **mix)
+            edited = self.render(w_edited)
+        inside = prepared.aligned.inside_mask() > 0
+        with _timed(timings, "mask", on_stage):
+            preset = NECK_MASK_DIFFUSE if settings.method == "diffuse" else NECK_MASK_WARP
+            if prepared.labels is not None:
+                region = neck_mask(prepared.labels, prepared.landmarks, settings=preset)
+            else:
+                region = landmark_neck_mask(prepared.aligned.image, prepared.landmarks)
+            region &= inside  # never edit reflect-padding: it is not part of the photo
+            if not region.any():
+                notes.append("No neck region was found below the jaw, so the photo is returned unchanged.")
+        refine = self._refine_diffuse if settings.method == "diffuse" else self._refine_warp
+        with _timed(timings, f"refine_{settings.method}", on_stage):
+            refined, blend, w_final = refine(prepared, settings, edited, w_edited, region, notes, should_stop)
+        blend = np.where(inside, blend, 0.0).astype(np.float32)
+        return FaceEdit(prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings)
+
+    def _refine_warp(
+        self,
+        prepared: PreparedFace,
+        settings: RemovalSettings,
+        edited: np.ndarray,
+        w_edited: np.ndarray,
+        region: np.ndarray,
+        notes: list[str],
+        should_stop: StopCheck | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """METHOD.md §8: pull the edited jaw contour halfway back to the original's, then feather-blend."""
+        warped = edited
+        if prepared.labels is None:
+            notes.append("The jaw warp needs the face parser; the edited render is blended without it.")
+        else:
+            original_face, original_neck = face_and_neck_masks(prepared.labels)
+            edited_labels = parse_labels(self.models.parser, edited, device=self.device)
+            edited_face, edited_neck = face_and_neck_masks(edited_labels)
+            result = warp_edited_jaw(
+                edited,
+                original_face=original_face,
+                original_neck=original_neck,
+                edited_face=edited_face,
+                edited_neck=edited_neck,
+                landmarks=prepared.landmarks,
+            )
+            warped = result.image
+            if not result.warped:
+                notes.append(f"The jaw warp was skipped ({result.reason}); the edited render is blended as is.")
+        blend = feather_mask(region, dilate_px=FEATHER_WARP.dilate_px, blur_px=FEATHER_WARP.blur_px)
+        return composite(prepared.aligned.image, warped, blend), blend, w_edited
+
+    def _refine_diffuse(
+        self,
+        prepared: PreparedFace,
+        settings: RemovalSettings,
+        edited: np.ndarray,
+        w_edited: np.ndarray,
+        region: np.ndarray,
+        notes: list[str],
+        should_stop: StopCheck | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """METHOD.md §7: optimise from the original code towards the photo with the edited neck pasted in."""
+        vgg = self._require_vgg("diffuse refinement")
+        blend = feather_mask(region, dilate_px=FEATHER_DIFFUSE.dilate_px, blur_px=FEATHER_DIFFUSE.blur_px)
+        target = composite(prepared.aligned.image, edited, region.astype(np.float32))
+        options = DiffuseSettings(steps=settings.refine_steps, learning_rate=settings.refine_lr)
+        if self.device.type != "cuda":
+            options = dataclasses.replace(options, optimise_size=CPU_RENDER_SIZE)
+
+        def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            features_a = vgg(downsample_to(a), last_tap=FEATURE_TAP)
+            features_b = vgg(downsample_to(b), last_tap=FEATURE_TAP)
+            return feature_mse(features_a, features_b, tap=FEATURE_TAP)
+
+        update, close = _tqdm_progress("Refining the neck (diffuse)", settings.refine_steps)
+        try:
+            result = diffuse_refine(
+                self.models.generator,
+                feature_distance,
+                target,
+                1.0 - blend,
+                prepared.w_plus,
+                settings=options,
+                progress=update,
+                should_stop=should_stop,
+            )
+        finally:
+            close()
+        if result.stopped_early:
+            notes.append(f"The diffuse refinement was stopped after {result.steps_run} of {options.steps} steps.")
+        return composite(prepared.aligned.image, to_uint8(result.render), blend), blend, result.w_plus
+
+    # The whole pipeline ---------------------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        photo: ImageSource,
+        settings: RemovalSettings | None = None,
+        *,
+        w_plus: np.ndarray | None = None,
+        on_stage: StageCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> RemovalResult:
+        """Remove the double chin of the largest (or chosen, or every) face of ``photo``.
+
+        Args:
+            photo: file path, encoded bytes, PIL image or (H, W, 3) uint8 RGB array.
+            settings: strength, method, inversion, face choice, seed (:class:`RemovalSettings`).
+            w_plus: optional (1, 18, 512) code of the (single) edited face, skipping its inversion.
+            on_stage: told each stage name as it starts.
+            should_stop: polled inside the optimisation loops.
+
+        Raises:
+            PipelineError: with a user-facing message (bad photo, no face, missing weights, bad code, …).
+        """
+        settings = RemovalSettings() if settings is None else settings
+        timings: dict[str, float] = {}
+        with _timed(timings, "decode", on_stage):
+            decoded = decode_upload(photo)
+        with _timed(timings, "detect", on_stage):
+            faces = find_faces(decoded.image)
+        indices = self.select_faces(faces, settings)
+        if w_plus is not None and len(indices) != 1:
+            raise PipelineError("A W+ code describes one face; choose a single face when you supply a code.")
+        output = decoded.image
+        edits: dict[int, FaceEdit] = {}
+        for index in indices:
+            prepared = self.prepare(
+                decoded.image, faces[index], settings, w_plus=w_plus, on_stage=on_stage, should_stop=should_stop
+            )
+            edits[index] = self.edit(prepared, settings, on_stage=on_stage, should_stop=should_stop)
+            with _timed(timings, "paste_back", on_stage):
+                output = prepared.aligned.paste_back(output, edits[index].refined, edits[index].blend_mask)
+            for stage_timings in (prepared.timings, edits[index].timings):
+                for name, seconds in stage_timings.items():
+                    timings[name] = timings.get(name, 0.0) + seconds
+        notes = list(self.models.notes) + list(decoded.notes)
+        if len(faces) > 1 and not settings.all_faces:
+            notes.append(f"{len(faces)} faces were found; face {indices[0] + 1} (largest first) was edited.")
+        for edit in edits.values():
+            notes.extend(edit.notes)
+        return RemovalResult(output, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings)
