@@ -23,3 +23,13 @@ def fixtures_dir() -> Path:
             pytest.fail(f"shared fixtures not found at {FIXTURES_DIR}")
         pytest.skip(f"shared fixtures not found at {FIXTURES_DIR} (set C2F_SHARED_DIR)")
     return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def stand_in_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of small random stand-in weights in the real formats (``make-test-weights``), made once per run."""
+    from pipeline.stand_in_checkpoints import write_stand_in_weights
+
+    folder = tmp_path_factory.mktemp("stand_in_weights")
+    write_stand_in_weights(folder)
+    return folder
