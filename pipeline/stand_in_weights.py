@@ -24,7 +24,7 @@ RUNNING_VAR_SCALE = 0.1
 
 
 def fir_upsample_kernel() -> torch.Tensor:
-    """The fixed 4×4 up-sampling FIR kernel stored in rosinality checkpoints (``…blur.kernel``/``…upsample.kernel``)."""
+    """The fixed 4×4 up-sampling FIR kernel of the community checkpoints (``…blur.kernel``, ``…upsample.kernel``)."""
     taps = torch.tensor(FIR_TAPS, dtype=torch.float32)
     kernel = torch.outer(taps, taps)
     return kernel / kernel.sum() * FIR_UPSAMPLE_GAIN
