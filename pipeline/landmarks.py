@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -29,13 +28,14 @@ import dlib
 import numpy as np
 
 from pipeline.errors import WeightsError
+from pipeline.weights import REGISTRY, resolve_weight
 
 logger = logging.getLogger(__name__)
 
-MODELS_PACKAGE = "face_recognition_models"  # PyPI package that ships dlib's model files (ageitgey, Apache-2.0 code)
-SHAPE_PREDICTOR_FILENAME = "shape_predictor_68_face_landmarks.dat"
-# SHA-256 of the uncompressed dlib.net file, identical in face_recognition_models 0.3.0 (measured here).
-SHAPE_PREDICTOR_SHA256 = "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f"
+LANDMARKS_WEIGHT_KEY = "dlib_landmarks"  # entry of the weights registry (pipeline.weights.REGISTRY)
+MODELS_PACKAGE = REGISTRY[LANDMARKS_WEIGHT_KEY].package  # PyPI package that ships dlib's model files
+SHAPE_PREDICTOR_FILENAME = REGISTRY[LANDMARKS_WEIGHT_KEY].filename
+SHAPE_PREDICTOR_SHA256 = REGISTRY[LANDMARKS_WEIGHT_KEY].sha256  # of the uncompressed dlib.net file
 NUM_LANDMARKS = 68
 HASH_CHUNK_BYTES = 1 << 20
 PROBE_SIZE = 16  # a blank image the freshly loaded predictor is run on once, to count its points
@@ -79,24 +79,15 @@ class DetectedFace:
 
 
 def shape_predictor_path() -> Path:
-    """Locate ``shape_predictor_68_face_landmarks.dat`` inside the installed ``face_recognition_models`` package.
+    """Locate ``shape_predictor_68_face_landmarks.dat`` through the weights registry.
 
-    Returns:
-        Path to the model file.
+    The registry looks in the weights folder, then in the installed ``face_recognition_models`` package (found
+    without importing it), then on the Hub (:func:`pipeline.weights.resolve_weight`).
 
     Raises:
-        WeightsError: if the package or the file is missing.
+        WeightsError: if the file cannot be had; the message says where it was looked for and how to provide it.
     """
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / "models" / SHAPE_PREDICTOR_FILENAME
-        if candidate.is_file():
-            return candidate
-    raise WeightsError(
-        f"dlib's landmark model {SHAPE_PREDICTOR_FILENAME} was not found: the '{MODELS_PACKAGE}' package is not "
-        f"installed or incomplete. Install it with `pip install {MODELS_PACKAGE}==0.3.0`."
-    )
+    return resolve_weight(LANDMARKS_WEIGHT_KEY)
 
 
 def _sha256(path: Path) -> str:
