@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from pipeline.config import NUM_WS
+from pipeline.editing import BOUNDARY_VARIANTS
 
 Method = Literal["warp", "diffuse"]
 Inversion = Literal["encoder", "optimise"]
@@ -25,6 +26,7 @@ STRENGTH_MAX = 0.0
 MIX_LAYERS_DIFFUSE = tuple(range(7, 18))  # main_diffuse.py: layers 7–17 come back from the original code
 MIX_LAYERS_WARP = tuple(range(6, 18))  # main_warp.py: layers 6–17 come back from the original code
 MAX_STEPS = 1000  # upper bound of any optimisation loop a user can ask for (the official projector's 1000 steps)
+AUTO_STRENGTH_BOUNDARY = ("fine", "all")  # the only boundary shipped with intercepts (April-2021 main_warp.py)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,18 @@ class RemovalSettings:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.inversion not in INVERSIONS:
             raise ValueError(f"inversion must be one of {INVERSIONS}, got {self.inversion!r}")
-        if self.boundary not in ("fine", "coarse"):
+        if self.boundary not in BOUNDARY_VARIANTS:
             raise ValueError(f"boundary must be 'fine' or 'coarse', got {self.boundary!r}")
+        if self.boundary_variant not in BOUNDARY_VARIANTS[self.boundary]:
+            raise ValueError(
+                f"the {self.boundary} boundary has the variants {', '.join(BOUNDARY_VARIANTS[self.boundary])}, "
+                f"got {self.boundary_variant!r}"
+            )
+        if self.auto_strength and (self.boundary, self.boundary_variant) != AUTO_STRENGTH_BOUNDARY:
+            raise ValueError(
+                "the automatic strength needs the fine/all boundary (the only one with intercepts), "
+                f"got {self.boundary}/{self.boundary_variant}"
+            )
         if not 0.0 <= self.mix_ratio <= 1.0:
             raise ValueError(f"mix_ratio must be between 0 and 1, got {self.mix_ratio}")
         for name in ("inversion_steps", "refine_steps"):
@@ -65,6 +77,8 @@ class RemovalSettings:
             raise ValueError(f"refine_lr must be in (0, 1], got {self.refine_lr}")
         if self.mix_layers is not None and any(not 0 <= i < NUM_WS for i in self.mix_layers):
             raise ValueError(f"mix_layers must be W+ layer indices 0–17, got {self.mix_layers}")
+        if self.mix_ratio == 1.0 and set(self.effective_mix_layers) >= set(range(NUM_WS)):
+            raise ValueError("mix_layers restores all 18 layers from the original code, so nothing would be edited")
         if self.face_index is not None and self.face_index < 0:
             raise ValueError(f"face_index must be 0 or more, got {self.face_index}")
 
