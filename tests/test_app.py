@@ -1,0 +1,492 @@
+"""The Space (app.py) end to end: gradio_client against the app served on 127.0.0.1 with stand-in weights.
+
+One server per module, launched in this process with the shipped queue/launch options, so the tests can count how
+often the encoder and the optimiser run (``pipeline.remover.invert_with_encoder`` / ``optimise_latent`` are wrapped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pickle
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import pipeline.remover as remover_module
+from pipeline.config import EXAMPLES_DIR, REPO_ROOT
+from pipeline.decode import decode_upload
+from pipeline.errors import WeightsError
+from pipeline.models import STAND_IN_NOTE
+from pipeline.remover import DoubleChinRemover
+from pipeline.settings import RemovalSettings
+
+# Gradio's queue uses pandas APIs that pandas 3 deprecates; not ours to fix.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
+EXAMPLE = EXAMPLES_DIR / "00016.jpg"
+EXAMPLE_CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
+TEST_PHOTO_SIZE = (720, 860)  # (width, height): not square, so "same size" means something
+FACE_SIZE = 640  # side the 1024² example is resized to inside the test photo
+PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default decompression-bomb threshold
+
+
+# -- shared helpers (the browser test imports them) -----------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A launched demo and what the tests need to talk to it."""
+
+    app: ModuleType
+    demo: gr.Blocks
+    url: str
+    calls: Counter[str]  # how often the wrapped pipeline functions ran
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def use_stand_in_environment(monkeypatch: pytest.MonkeyPatch, weights_dir: Path, temp_dir: Path) -> None:
+    """Point app.py at stand-in weights on the CPU, offline, with its own Gradio temp folder."""
+    monkeypatch.setenv("C2F_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setenv("C2F_DEVICE", "cpu")
+    monkeypatch.setenv("C2F_ALLOW_DOWNLOAD", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp_dir))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def import_app() -> ModuleType:
+    """Import app.py (its models load at import: once per session, with the environment set above)."""
+    app = importlib.import_module("app")
+    assert isinstance(app.LOADED, DoubleChinRemover), app.LOADED
+    assert app.LOADED.models.stand_in, "app.py was imported before with other weights"
+    return app
+
+
+def counting(calls: Counter[str], name: str, function: Callable[..., object]) -> Callable[..., object]:
+    def wrapper(*args: object, **kwargs: object) -> object:
+        calls[name] += 1
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def launch(app: ModuleType, demo: gr.Blocks) -> str:
+    """Launch ``demo`` on a free loopback port with the shipped queue and launch options; returns its URL."""
+    demo.queue(**app.QUEUE_OPTIONS)
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **app.launch_options()
+    )
+    return url.rstrip("/")
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, app: ModuleType) -> Iterator[Served]:
+    """Build the demo as app.py does, count encoder/optimiser runs, and serve it for the duration."""
+    calls: Counter[str] = Counter()
+    for name in ("invert_with_encoder", "optimise_latent"):
+        monkeypatch.setattr(remover_module, name, counting(calls, name, getattr(remover_module, name)))
+    demo = app.build_demo(app.LOADED)
+    url = launch(app, demo)
+    try:
+        yield Served(app, demo, url, calls)
+    finally:
+        demo.close()
+
+
+def make_test_photo(path: Path, example: Path = EXAMPLE) -> Path:
+    """A non-square photo: the example face, shrunk and padded with its edge colours."""
+    face = Image.open(example).convert("RGB").resize((FACE_SIZE, FACE_SIZE), Image.Resampling.LANCZOS)
+    width, height = TEST_PHOTO_SIZE
+    left, top = (width - FACE_SIZE) // 2, (height - FACE_SIZE) // 3
+    padded = np.pad(
+        np.asarray(face), ((top, height - FACE_SIZE - top), (left, width - FACE_SIZE - left), (0, 0)), mode="edge"
+    )
+    Image.fromarray(padded).save(path, quality=95)
+    return path
+
+
+def make_landscape(path: Path) -> Path:
+    """A smooth colour gradient: a valid photo without any face."""
+    height, width = 300, 400
+    red = np.broadcast_to(np.linspace(0, 255, width)[None, :], (height, width))
+    green = np.broadcast_to(np.linspace(0, 255, height)[:, None], (height, width))
+    blue = np.full((height, width), 128.0)
+    Image.fromarray(np.stack([red, green, blue], axis=2).astype(np.uint8)).save(path)
+    return path
+
+
+def rgb(path: str | Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# -- fixtures -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_module(stand_in_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_stand_in_environment(monkeypatch, stand_in_weights_dir, tmp_path_factory.mktemp("gradio_tmp"))
+        yield import_app()
+
+
+@pytest.fixture(scope="module")
+def served(app_module: ModuleType) -> Iterator[Served]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from serve(monkeypatch, app_module)
+
+
+@pytest.fixture(scope="module")
+def client(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(served.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_test_photo(tmp_path_factory.mktemp("photos") / "portrait.jpg")
+
+
+def remove(client: Client, photo: str | Path, **settings: object) -> tuple:
+    settings.setdefault("w_plus_code", None)
+    return client.predict(handle_file(str(photo)), api_name="/remove_double_chin", **settings)
+
+
+# -- the API --------------------------------------------------------------------------------------------------------
+
+
+def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> None:
+    (before, after), stages, downloads, summary, notes = remove(client, photo, strength=-5.0)
+    original, result = rgb(before), rgb(after)
+    expected = rgb(photo)
+    assert original.shape == result.shape == expected.shape == (TEST_PHOTO_SIZE[1], TEST_PHOTO_SIZE[0], 3)
+    np.testing.assert_array_equal(original, decode_upload(photo).image)  # "before" is the decoded upload, lossless
+    changed = np.any(result != original, axis=2)
+    assert 0 < changed.mean() < 0.25, "only the neck region may change"
+    assert changed[: TEST_PHOTO_SIZE[1] // 4].sum() == 0, "the top of the photo (hair, forehead) is untouched"
+    with Image.open(after) as png:
+        assert png.format == "PNG"
+        assert not set(png.info) - {"dpi"}, f"no metadata in the result: {png.info}"
+
+    assert [Path(item["image"]).suffix for item in stages] == [".jpeg"] * 5
+    assert [item["caption"].split(" · ")[1] for item in stages] == [
+        "Aligned crop",
+        "Reconstruction (encoder)",
+        "Edited render",
+        "Neck mask",
+        "Refined crop",
+    ]
+    names = sorted(Path(path).name for path in downloads)
+    assert names == ["result.png", "settings.json", "w_plus.npy"]
+    files = {Path(path).name: path for path in downloads}
+    np.testing.assert_array_equal(rgb(files["result.png"]), result)
+    assert np.load(files["w_plus.npy"]).shape == (1, 18, 512)
+    assert json.loads(Path(files["settings.json"]).read_text(encoding="utf-8")) == summary
+    assert summary["size"] == list(TEST_PHOTO_SIZE)
+    assert summary["stand_in_weights"] is True
+    assert summary["warning"] == STAND_IN_NOTE
+    assert summary["settings"]["strength"] == -5.0
+    assert STAND_IN_NOTE in summary["notes"]
+    assert STAND_IN_NOTE not in notes, (
+        "the banner shows the models' notes; the notes under the result do not repeat it"
+    )
+
+
+def test_another_strength_or_method_reuses_the_cached_inversion(
+    served: Served, client: Client, tmp_path: Path
+) -> None:
+    photo = make_test_photo(tmp_path / "another.png", EXAMPLES_DIR / "00295.jpg")  # not cached by other tests
+    encoder_runs = served.calls["invert_with_encoder"]
+    first = remove(client, photo, strength=-5.0)
+    assert served.calls["invert_with_encoder"] == encoder_runs + 1
+    assert first[3]["inversion_cached"] is False
+    assert "invert" in first[3]["timings_s"]
+
+    second = remove(client, photo, strength=-2.0)
+    third = remove(client, photo, strength=-2.0, method="diffuse", refine_steps=2)
+    assert served.calls["invert_with_encoder"] == encoder_runs + 1, "the encoder ran again"
+    for result in (second, third):
+        assert result[3]["inversion_cached"] is True
+        assert "invert" not in result[3]["timings_s"] and "align" not in result[3]["timings_s"]
+    assert third[3]["settings"]["method"] == "diffuse"
+    assert np.any(rgb(first[0][1]) != rgb(second[0][1])), "a new strength must change the result"
+
+
+def test_optimised_inversion_is_cached_per_steps_and_seed(served: Served, client: Client, photo: Path) -> None:
+    runs = served.calls["optimise_latent"]
+    first = remove(client, photo, inversion="optimise", inversion_steps=10, seed=3)
+    remove(client, photo, inversion="optimise", inversion_steps=10, seed=3, strength=-1.0)
+    assert served.calls["optimise_latent"] == runs + 1
+    assert first[3]["faces"]["0"]["inversion"] == "optimise"
+    remove(client, photo, inversion="optimise", inversion_steps=10, seed=4)
+    assert served.calls["optimise_latent"] == runs + 2, "another seed is another inversion"
+
+
+def test_a_photo_without_a_face_gets_its_message(served: Served, client: Client, tmp_path: Path) -> None:
+    encoder_runs = served.calls["invert_with_encoder"]
+    with pytest.raises(AppError, match=r"^No face was found in this photo\. Please use a photo where one face"):
+        remove(client, make_landscape(tmp_path / "landscape.png"))
+    assert served.calls["invert_with_encoder"] == encoder_runs
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"<html><body>not a photo</body></html>", "page.jpg", r"^This file could not be read as a photo\."),
+        (b"%PDF-1.4\n%binary", "document.png", r"^This file is a PDF file, which is not supported\."),
+        (b"", "empty.jpg", r"^The uploaded file is empty\."),
+    ],
+)
+def test_unreadable_uploads_get_our_message(
+    client: Client, tmp_path: Path, content: bytes, name: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AppError, match=message):
+        remove(client, path)
+
+
+def test_face_number_beyond_the_faces_found(client: Client, photo: Path) -> None:
+    with pytest.raises(AppError, match=r"has 1 face large enough to edit, so there is no face number 3\."):
+        remove(client, photo, face_number=3)
+
+
+def test_all_layers_restored_is_refused(client: Client, photo: Path) -> None:
+    with pytest.raises(AppError, match=r"^Restoring all 18 layers from the original leaves nothing to edit"):
+        remove(client, photo, mix_layers=list(range(18)))
+
+
+def test_user_code_skips_the_inversion(served: Served, client: Client, tmp_path: Path) -> None:
+    encoder_runs = served.calls["invert_with_encoder"]
+    result = remove(client, EXAMPLE, w_plus_code=handle_file(str(EXAMPLE_CODE)))
+    assert served.calls["invert_with_encoder"] == encoder_runs
+    assert result[3]["faces"]["0"]["inversion"] == "user code"
+    downloads = {Path(path).name: path for path in result[2]}
+    np.testing.assert_array_equal(np.load(downloads["w_plus.npy"]), np.load(EXAMPLE_CODE))
+
+    bad = tmp_path / "<b>bold<i>.npy"
+    np.save(bad, np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(
+        AppError, match=r"^The latent code has shape \(2, 2\); expected a W\+ code of shape \(1, 18, 512\)"
+    ) as error:
+        remove(client, EXAMPLE, w_plus_code=handle_file(str(bad)))
+    assert "bold" not in str(error.value), "the user's file name never appears in a message"
+
+
+def test_unexpected_failures_get_a_generic_message(
+    client: Client, photo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_edit(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk /srv/secret/weights exploded")
+
+    monkeypatch.setattr(DoubleChinRemover, "edit", broken_edit)
+    with pytest.raises(AppError) as error:
+        remove(client, photo)
+    message = str(error.value)
+    assert message.startswith("Something went wrong on our side")
+    assert "secret" not in message and "RuntimeError" not in message
+    assert "disk /srv/secret/weights exploded" in caplog.text, "the real cause is logged on the server"
+    monkeypatch.undo()
+    remove(client, photo)  # and the server keeps working
+
+
+def test_strength_sweep_animates_with_the_cached_inversion(served: Served, client: Client, photo: Path) -> None:
+    remove(client, photo, strength=-6.0)
+    encoder_runs = served.calls["invert_with_encoder"]
+    path = client.predict(handle_file(str(photo)), strength=-6.0, w_plus_code=None, api_name="/strength_sweep")
+    assert served.calls["invert_with_encoder"] == encoder_runs
+    app = served.app
+    with Image.open(path) as animation:
+        assert animation.format == "WEBP"
+        assert animation.size == (app.SWEEP_FRAME_SIZE, app.SWEEP_FRAME_SIZE)
+        assert animation.n_frames == 2 * app.SWEEP_FRAMES - 2  # forward, then back without repeating the ends
+        frames = []
+        for index in (0, app.SWEEP_FRAMES - 1):
+            animation.seek(index)
+            frames.append(np.asarray(animation.convert("RGB"), dtype=np.int16))
+    assert np.abs(frames[0] - frames[1]).mean() > 0.1, "strength 0 and −6 must look different"
+
+
+# -- public-service configuration -------------------------------------------------------------------------------------
+
+
+def test_public_service_settings_are_in_force(served: Served) -> None:
+    url = served.url
+    assert httpx.post(f"{url}/gradio_api/run/remove_double_chin", json={"data": []}).status_code == 404  # api_open
+    assert httpx.get(f"{url}/monitoring/summary").status_code in (403, 404)
+    assert httpx.get(f"{url}/gradio_api/file=/etc/passwd").status_code == 403
+    too_big = httpx.post(f"{url}/gradio_api/upload", files={"files": ("big.jpg", b"0" * (11 * 1024 * 1024))})
+    assert too_big.status_code == 413
+    config = served.demo.config
+    assert served.demo.delete_cache == served.app.DELETE_CACHE
+    assert served.demo._queue.max_size == served.app.QUEUE_MAX_SIZE
+    endpoints = {dep["api_name"]: dep for dep in config["dependencies"] if dep.get("api_name")}
+    assert endpoints["remove_double_chin"]["api_visibility"] == "public"
+    assert endpoints["strength_sweep"]["api_visibility"] == "public"
+    private = [dep for dep in config["dependencies"] if dep.get("api_visibility") == "private" and dep["targets"]]
+    assert {target[1] for dep in private for target in dep["targets"]} >= {"release", "input"}
+    model_jobs = [fn for fn in served.demo.fns.values() if fn.api_name != "load_example"]
+    assert len(model_jobs) == 5  # run, three re-apply events, sweep
+    assert all(fn.concurrency_id == "model" and fn.concurrency_limit == 1 for fn in model_jobs)
+
+
+def test_page_shows_the_stand_in_warning_and_credits(served: Served) -> None:
+    texts = [block.get("props", {}).get("value") for block in served.demo.config["components"]]
+    markdown = "\n".join(text for text in texts if isinstance(text, str))
+    assert "Small random stand-in weights: results are not real." in markdown
+    assert "Coarse-to-Fine: Facial Structure Editing of Portrait Images via Latent Space" in markdown
+    assert "non-commercial" in markdown and "NVIDIA Source Code License-NC" in markdown
+
+
+def test_examples_are_cached_lazily_only_with_real_weights(
+    app_module: ModuleType, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_module
+    cache_dir = tmp_path / "cached_examples"
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(cache_dir))
+    encoder_runs = served.calls["invert_with_encoder"]
+    Client(served.url, verbose=False, download_files=str(tmp_path / "stand_in")).predict(0, api_name="/load_example")
+    assert served.calls["invert_with_encoder"] == encoder_runs, "stand-in results are never cached"
+
+    real = DoubleChinRemover(dataclasses.replace(app.LOADED.models, stand_in=False, notes=()))  # pretends to be real
+    demo = app.build_demo(real)
+    url = launch(app, demo)
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        first = client.predict(0, api_name="/load_example")
+        assert served.calls["invert_with_encoder"] == encoder_runs + 1  # first use: computed and cached
+        second = client.predict(0, api_name="/load_example")
+        assert served.calls["invert_with_encoder"] == encoder_runs + 1  # then served from the cache
+        assert second[3] == first[3] and "warning" not in first[3]
+        assert any(cache_dir.iterdir())
+    finally:
+        demo.close()
+
+
+def test_importing_the_app_changes_nothing_outside_it(app_module: ModuleType) -> None:
+    app_module.build_demo(app_module.LOADED)
+    assert not (REPO_ROOT / "app.pyi").exists(), "a gr.Image subclass makes Gradio write an app.pyi stub"
+    # Uploads are bounded by pipeline.decode; Pillow's process-wide default stays as it is.
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_MAX_IMAGE_PIXELS
+
+
+# -- without weights ------------------------------------------------------------------------------------------------
+
+
+def test_without_weights_the_app_starts_and_says_what_is_missing(
+    app_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_module
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    monkeypatch.setenv("C2F_WEIGHTS_DIR", str(empty))
+    monkeypatch.setenv("C2F_ALLOW_DOWNLOAD", "0")
+    loaded = app.load_remover_from_env()
+    assert isinstance(loaded, WeightsError)
+    assert "e4e_ffhq_encode.pt" in str(loaded)
+
+    demo = app.build_demo(loaded)
+    texts = [block.get("props", {}).get("value") for block in demo.config["components"]]
+    panel = next(text for text in texts if isinstance(text, str) and "weights are not available" in text)
+    assert "e4e_ffhq_encode.pt" in panel and str(empty) in panel  # format_status(weights_status()) of that folder
+    assert "missing" in panel and "python -m pipeline.weights download" in panel
+
+    url = launch(app, demo)
+    try:
+        with pytest.raises(AppError, match=r"running without its model weights") as error:
+            remove(Client(url, verbose=False), EXAMPLE)
+        assert "e4e_ffhq_encode.pt" in str(error.value)
+    finally:
+        demo.close()
+
+
+# -- the pieces, in process -----------------------------------------------------------------------------------------
+
+
+def test_gpu_function_takes_and_returns_picklable_cpu_values(app_module: ModuleType) -> None:
+    app = app_module
+    handlers = app.RemovalApp(app.LOADED)
+    assert handlers.run_on_gpu == handlers.gpu_work, "off Spaces, spaces.GPU must leave the function as it is"
+    photo = decode_upload(EXAMPLE)
+    faces = app.find_faces(photo.image)
+    job = app.GpuJob(RemovalSettings(strength=-3.0), faces[0], photo.image, None, sweep_frames=2)
+    result = handlers.run_on_gpu(pickle.loads(pickle.dumps(job)))
+    copy = pickle.loads(pickle.dumps(result))
+    np.testing.assert_array_equal(copy.edit.refined, result.edit.refined)
+    np.testing.assert_array_equal(copy.prepared.w_plus, result.prepared.w_plus)
+    assert len(copy.sweep) == 2 and copy.sweep[0].shape == (1024, 1024, 3)
+    assert app.gpu_seconds(job) >= app.GPU_BASE_SECONDS
+
+
+def test_stage_reporter_names_every_pipeline_stage(app_module: ModuleType) -> None:
+    app = app_module
+    shown: list[tuple[float | None, str]] = []
+
+    class Progress:
+        def __call__(self, fraction: float | None, desc: str) -> None:
+            shown.append((fraction, desc))
+
+    report = app.stage_reporter(Progress())
+    for stage in ("detect", "align", "invert", "edit", "refine_warp", "paste_back", "something_new"):
+        report(stage)
+    labels = [label for _, label in shown]
+    assert labels[:3] == ["Finding faces", "Aligning the face", "Encoding the face into W+"]
+    assert labels[-1] == "Something new"
+    fractions = [fraction for fraction, _ in shown[:-1]]
+    assert fractions == sorted(fractions)
+
+
+def test_cache_keys_depend_only_on_what_changes_the_code(app_module: ModuleType) -> None:
+    app = app_module
+    base = RemovalSettings(strength=-5.0, inversion="encoder", inversion_steps=50, seed=0)
+    key = app.prepared_key("photo", 0, base, None)
+    assert key == app.prepared_key("photo", 0, RemovalSettings(strength=-1.0, method="diffuse", seed=7), None)
+    assert key != app.prepared_key("photo", 1, base, None)
+    assert key != app.prepared_key("other", 0, base, None)
+    optimised = RemovalSettings(inversion="optimise", inversion_steps=20, seed=1)
+    assert app.prepared_key("photo", 0, optimised, None) != key
+    assert app.prepared_key("photo", 0, optimised, None) != app.prepared_key(
+        "photo", 0, RemovalSettings(inversion="optimise", inversion_steps=20, seed=2), None
+    )
+    code = np.load(EXAMPLE_CODE)
+    assert app.prepared_key("photo", 0, base, code) == app.prepared_key("photo", 0, optimised, code)
+    assert app.prepared_key("photo", 0, base, code) != app.prepared_key("photo", 0, base, code + 1)
+
+
+def test_lru_cache_keeps_the_most_recently_used_entries(app_module: ModuleType) -> None:
+    app = app_module
+    cache = app.LruCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # "a" is now the most recent
+    cache.put("c", 3)
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+    assert len(cache) == 2
+
+
+def test_data_url_uploads_are_bounded_and_decoded(app_module: ModuleType) -> None:
+    app = app_module
+    assert app.data_url_bytes("data:image/png;base64,aGVsbG8=") == b"hello"
+    with pytest.raises(app.InputImageError, match="as a file"):
+        app.data_url_bytes("data:image/png,plain")
+    with pytest.raises(app.InputImageError, match="could not be read"):
+        app.data_url_bytes("data:image/png;base64,!!!")

@@ -1,0 +1,181 @@
+"""The page in a real browser: Debian's Chromium (``apt-get install chromium``) driven by Playwright.
+
+Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` headless. Without it the tests are
+skipped locally and fail in CI (``.ci/run`` installs it). The page is served from this process with stand-in weights
+(see ``tests/test_app.py``); the run also refreshes ``docs/screenshot.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import EXAMPLES_DIR, REPO_ROOT
+from tests.test_app import (
+    TEST_PHOTO_SIZE,
+    Served,
+    import_app,
+    make_landscape,
+    make_test_photo,
+    serve,
+    use_stand_in_environment,
+)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
+SCREENSHOT_EXAMPLE = EXAMPLES_DIR / "00352.jpg"
+SCREENSHOT_COLOURS = 256
+RUN_TIMEOUT_MS = 120_000  # one full run on a loaded 2-core CI machine
+UI_TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def served(stand_in_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_stand_in_environment(monkeypatch, stand_in_weights_dir, tmp_path_factory.mktemp("gradio_tmp"))
+        app: ModuleType = import_app()
+        yield from serve(monkeypatch, app)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not found; install Debian's chromium (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: object, served: Served) -> Iterator[object]:
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(served.url)
+    playwright_api.expect(page.get_by_role("heading", name="Double-chin removal")).to_be_visible()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def upload(page: object, path: Path) -> None:
+    page.locator("#c2f-photo input[type=file]").set_input_files(str(path))  # type: ignore[attr-defined]
+    playwright_api.expect(page.locator("#c2f-photo img")).to_have_count(1)  # type: ignore[attr-defined]
+
+
+def slider_images(page: object) -> list[dict[str, object]]:
+    """The before/after images once both are loaded: src and natural size."""
+    images = page.locator("#c2f-slider img")  # type: ignore[attr-defined]
+    playwright_api.expect(images).to_have_count(2, timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => [...document.querySelectorAll('#c2f-slider img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    return images.evaluate_all("els => els.map(e => ({src: e.src, width: e.naturalWidth, height: e.naturalHeight}))")
+
+
+def fetch_rgb(page: object, url: str) -> np.ndarray:
+    response = page.request.get(url)  # type: ignore[attr-defined]
+    assert response.ok, url
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
+def drag_strength(page: object, value: float, minimum: float, maximum: float) -> None:
+    """Drag the strength slider's thumb to ``value`` with the mouse (the release applies the edit)."""
+    track = page.locator("#c2f-strength input[type=range]")  # type: ignore[attr-defined]
+    track.scroll_into_view_if_needed()
+    box = track.bounding_box()
+    current = float(track.input_value())
+    y = box["y"] + box["height"] / 2
+
+    def x_of(v: float) -> float:
+        return box["x"] + box["width"] * (v - minimum) / (maximum - minimum)
+
+    page.mouse.move(x_of(current), y)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    page.mouse.move(x_of(value), y, steps=8)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    playwright_api.expect(track).to_have_value(f"{value:g}")
+
+
+def test_upload_run_compare_and_move_the_strength(page: object, served: Served, tmp_path: Path) -> None:
+    app = served.app
+    upload(page, make_test_photo(tmp_path / "portrait.jpg"))
+    page.locator("#c2f-run").click()  # type: ignore[attr-defined]
+    before, after = slider_images(page)
+    width, height = TEST_PHOTO_SIZE
+    assert (before["width"], before["height"]) == (after["width"], after["height"]) == (width, height)
+    first_result = fetch_rgb(page, str(after["src"]))
+    assert np.any(first_result != fetch_rgb(page, str(before["src"])))
+
+    encoder_runs = served.calls["invert_with_encoder"]
+    drag_strength(page, -2.0, app.STRENGTH_MIN, app.STRENGTH_MAX)
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
+        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
+        arg=after["src"],
+        timeout=RUN_TIMEOUT_MS,
+    )
+    _, new_after = slider_images(page)
+    assert (new_after["width"], new_after["height"]) == (width, height)
+    assert np.any(fetch_rgb(page, str(new_after["src"])) != first_result), "moving the strength changes the result"
+    assert served.calls["invert_with_encoder"] == encoder_runs, "the slider reuses the cached inversion"
+
+
+def test_an_example_runs_and_the_page_is_screenshotted(page: object) -> None:
+    page.locator(f"img[src$='/{SCREENSHOT_EXAMPLE.name}']").first.click()  # type: ignore[attr-defined]
+    playwright_api.expect(page.locator("#c2f-photo img")).to_have_count(1)  # type: ignore[attr-defined]
+    page.locator("#c2f-run").click()  # type: ignore[attr-defined]
+    before, after = slider_images(page)
+    with Image.open(SCREENSHOT_EXAMPLE) as example:
+        assert (after["width"], after["height"]) == (before["width"], before["height"]) == example.size
+    banner = page.get_by_text("Small random stand-in weights: results are not real.")  # type: ignore[attr-defined]
+    playwright_api.expect(banner).to_be_visible()
+    page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover highlight in the picture
+    png = page.screenshot(full_page=True)  # type: ignore[attr-defined]
+    with Image.open(io.BytesIO(png)) as shot:
+        assert shot.width == VIEWPORT["width"] and shot.height >= VIEWPORT["height"]
+        # A 256-colour palette keeps the picture in the README at ~0.4 MB instead of ~1.3 MB.
+        palette = shot.convert("RGB").quantize(
+            SCREENSHOT_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG
+        )
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    palette.save(SCREENSHOT, optimize=True)
+
+
+def test_a_photo_without_a_face_shows_its_message(page: object, tmp_path: Path) -> None:
+    upload(page, make_landscape(tmp_path / "landscape.png"))
+    page.locator("#c2f-run").click()  # type: ignore[attr-defined]
+    message = page.get_by_text("No face was found in this photo.", exact=False)  # type: ignore[attr-defined]
+    playwright_api.expect(message.first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    assert page.locator("#c2f-slider img").count() == 0  # type: ignore[attr-defined]
