@@ -17,7 +17,9 @@ How one request runs:
    or switching the method re-runs only edit + refinement, never the inversion.
 
 Environment: ``C2F_WEIGHTS_DIR`` (weights folder), ``C2F_DEVICE`` (auto / cpu / cuda), ``C2F_ALLOW_DOWNLOAD``
-(default 1: fetch missing weights from the Hub), and Gradio's own ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``.
+(default 1: fetch missing weights from the Hub), and Gradio's own ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` /
+``GRADIO_TEMP_DIR``. ``python app.py`` first removes what earlier runs left in that temporary folder (uploads and
+results of their users). Hazards, faults and the tests that check them: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -57,6 +61,7 @@ from pipeline.align import Face, find_faces
 from pipeline.compositing import composite, mask_overlay
 from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
 from pipeline.decode import DecodedImage, decode_upload
+from pipeline.device import select_device
 from pipeline.editing import MAX_LATENT_FILE_BYTES, load_latent_code, strength_sweep
 from pipeline.errors import InputImageError, PipelineError, WeightsError
 from pipeline.models import STAND_IN_NOTE
@@ -95,6 +100,11 @@ SWEEP_WEBP_QUALITY = 85
 PNG_COMPRESS_LEVEL = 3  # zlib level of the lossless outputs: ~4× faster than Pillow's 6 for ~9 % larger files
 OUTPUT_COUNT = 5  # slider, stages, downloads, summary, notes
 RESULTS_SUBDIR = "c2f-results"  # per-request folders under Gradio's cache
+# What earlier runs leave in Gradio's temporary folder (wiped at start, see wipe_temp_dir): Gradio keeps each uploaded
+# or cached file in a folder named after its sha256 (gradio/processing_utils.py::hash_file, route_utils.upload_fn) and
+# streams uploads into NamedTemporaryFile()s ("tmp…") in the folder itself.
+GRADIO_HASH_FOLDER = re.compile(r"[0-9a-f]{64}")
+GRADIO_PARTIAL_UPLOAD_PREFIX = "tmp"
 # ZeroGPU time budget of one GPU call, in seconds: a base for model transfer, alignment, encoder, parsing and the
 # warp, plus per-step costs of the optimisation loops. Estimates for a ZeroGPU slice (not measured here: no GPU).
 GPU_BASE_SECONDS = 20
@@ -106,8 +116,13 @@ INTERNAL_ERROR_MESSAGE = (
     "Something went wrong on our side while processing this photo. Please try again; if it keeps happening, try "
     "another photo or the default settings."
 )
-GPU_MEMORY_MESSAGE = (
-    "The server ran out of GPU memory (it may be busy, or the settings too demanding). Please try again in a moment."
+OUT_OF_MEMORY_MESSAGE = (
+    "The server ran out of memory (it may be busy, or the photo or the settings too demanding). Please try again in "
+    "a moment, or with a smaller photo or the default settings."
+)
+STORAGE_MESSAGE = (
+    "The server could not save the result (its temporary storage is full or not writable). Please try again in a few "
+    "minutes."
 )
 STAND_IN_BANNER = (
     "**Small random stand-in weights: results are not real.** They exist to test the app offline; point "
@@ -175,9 +190,24 @@ def env_flag(name: str, default: bool) -> bool:
     return default if not value else value not in FALSE_WORDS
 
 
+def device_from_env() -> str:
+    """``C2F_DEVICE`` (default auto), or "cpu" with a warning in the log when this machine does not have that device.
+
+    A Space moved to CPU hardware (or a typo) keeps serving on the CPU, with the CPU's step caps, instead of failing
+    to start (RELIABILITY.md §6.2 item 9).
+    """
+    requested = os.environ.get(DEVICE_ENV, "").strip() or "auto"
+    try:
+        select_device(requested)
+    except (ValueError, RuntimeError) as err:
+        logger.warning("%s=%s cannot be used (%s); running on the CPU instead", DEVICE_ENV, requested, err)
+        return "cpu"
+    return requested
+
+
 def load_remover_from_env() -> DoubleChinRemover | WeightsError:
     """Load every model once, as the environment says; a weights problem is returned (and logged), not raised."""
-    device = os.environ.get(DEVICE_ENV, "").strip() or "auto"
+    device = device_from_env()
     try:
         return DoubleChinRemover.from_pretrained(
             None, device=device, allow_download=env_flag(ALLOW_DOWNLOAD_ENV, default=True)
@@ -233,10 +263,11 @@ def user_facing_errors() -> Iterator[None]:
         raise
     except PipelineError as err:
         raise user_error(str(err)) from None
-    except torch.cuda.OutOfMemoryError:
-        logger.exception("out of GPU memory")
-        torch.cuda.empty_cache()  # RELIABILITY.md §0 item 11: free the cache so the next request can run
-        raise user_error(GPU_MEMORY_MESSAGE) from None
+    except (torch.OutOfMemoryError, MemoryError):
+        logger.exception("out of memory")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # RELIABILITY.md §0 item 11: free the cache so the next request can run
+        raise user_error(OUT_OF_MEMORY_MESSAGE) from None
     except Exception:
         logger.exception("unexpected failure while processing a photo")
         raise user_error(INTERNAL_ERROR_MESSAGE) from None
@@ -312,6 +343,101 @@ with no_pyi_stubs():
                     return decode_upload(data_url_bytes(payload.url))
                 raise InputImageError(NO_PHOTO_MESSAGE)
 
+    class SettingSlider(gr.Slider):
+        """gr.Slider that answers a malformed API value with :func:`checked_setting`'s message."""
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            """Check the type, then Gradio's bounds check."""
+            expected = number_range(self.minimum, self.maximum)
+            return checked_setting(self.label, expected, is_finite_number(payload), super().preprocess, payload)
+
+    class SettingNumber(gr.Number):
+        """gr.Number that answers a malformed API value with :func:`checked_setting`'s message."""
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            """Check the type, then Gradio's bounds check and rounding."""
+            expected = number_range(self.minimum, self.maximum)
+            return checked_setting(self.label, expected, is_finite_number(payload), super().preprocess, payload)
+
+    class SettingCheckbox(gr.Checkbox):
+        """gr.Checkbox that accepts only true or false (Gradio passes any value through)."""
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            """Check the type."""
+            return checked_setting(self.label, "true or false", isinstance(payload, bool), super().preprocess, payload)
+
+    class SettingRadio(gr.Radio):
+        """gr.Radio that answers a malformed API value with :func:`checked_setting`'s message."""
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            """Check the type, then Gradio's choices check."""
+            expected = "one of " + ", ".join(f"“{value}”" for _, value in self.choices)
+            return checked_setting(self.label, expected, isinstance(payload, str), super().preprocess, payload)
+
+    class SettingDropdown(gr.Dropdown):
+        """A multiselect gr.Dropdown of numbers; a malformed API value gets :func:`checked_setting`'s message.
+
+        Gradio itself lets ``true`` through (it equals the choice 1), which the handler cannot iterate.
+        """
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> Any:
+            """Check the type, then Gradio's choices check."""
+            expected = "a list of numbers from " + ", ".join(str(value) for _, value in self.choices)
+            valid = payload is None or (isinstance(payload, list) and all(is_finite_number(item) for item in payload))
+            return checked_setting(self.label, expected, valid, super().preprocess, payload)
+
+
+def is_finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or float (not a bool) and finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number_range(minimum: float | None, maximum: float | None) -> str:
+    """The phrase "a number from A to B" (open-ended when a bound is missing)."""
+
+    def plain(value: float) -> str:
+        return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+    if minimum is None and maximum is None:
+        return "a finite number"
+    if minimum is None:
+        return f"a number up to {plain(maximum)}"  # type: ignore[arg-type]
+    if maximum is None:
+        return f"a number from {plain(minimum)}"
+    return f"a number from {plain(minimum)} to {plain(maximum)}"
+
+
+def checked_setting(
+    label: str | None, expected: str, valid: bool, preprocess: Callable[[Any], Any], payload: Any
+) -> Any:
+    """Preprocess one setting sent by the page or the API, refusing a malformed value with a message of ours.
+
+    Gradio answers a wrong type with an opaque "upstream Gradio app has raised an exception" (its bounds check compares
+    a string with a number), lets some values through (a checkbox takes anything), and its own messages repeat the
+    value unescaped. Ours names the control and what it takes, never the value (RELIABILITY.md §6.1 item 42).
+
+    Raises:
+        gr.Error: the value has the wrong type or is out of range.
+    """
+    message = f"The value sent for “{label}” is not valid: it must be {expected}."
+    if not valid:
+        raise user_error(message)
+    try:
+        return preprocess(payload)
+    except Exception as err:  # gr.Error (out of range, not a choice) or TypeError/ValueError from Gradio's checks
+        logger.info("refused a value for %s: %s", label, type(err).__name__)
+        raise user_error(message) from None
+
 
 def stage_reporter(progress: gr.Progress | None) -> Callable[[str], None]:
     """An ``on_stage`` callback showing each stage's name (and a rough fraction) in Gradio's progress bar."""
@@ -367,6 +493,50 @@ class ResultFolders:
             except OSError as err:  # a concurrent sweep got there first, or a permission problem: next time
                 logger.info("could not remove %s: %s", folder.name, type(err).__name__)
         return removed
+
+
+def wipe_temp_dir(folder: Path | None = None) -> int:
+    """Delete the uploads, results and cached copies that earlier runs left in the app's temporary folder.
+
+    Gradio's ``delete_cache`` sweep does not run when the process is killed (RELIABILITY.md §6.2 item 18), so a
+    restarted server would otherwise keep the previous users' photos. Only what Gradio and this app create there is
+    removed: sha256-named folders, the results folder and partial uploads. Anything else is left alone, and symbolic
+    links are removed without following them. Call it before the page is built (building it caches the examples).
+
+    Args:
+        folder: the folder to clean (default: Gradio's, which ``GRADIO_TEMP_DIR`` sets).
+
+    Returns:
+        How many entries were removed.
+    """
+    folder = Path(get_upload_folder()) if folder is None else folder
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.iterdir():
+        ours = GRADIO_HASH_FOLDER.fullmatch(entry.name) is not None or entry.name == RESULTS_SUBDIR
+        partial_upload = entry.name.startswith(GRADIO_PARTIAL_UPLOAD_PREFIX) and entry.is_file()
+        if not (ours or partial_upload):
+            continue
+        try:
+            if entry.is_symlink() or not entry.is_dir():
+                entry.unlink()
+            else:
+                shutil.rmtree(entry)
+            removed += 1
+        except OSError as err:
+            logger.warning("could not remove %s from the temporary folder: %s", entry.name, type(err).__name__)
+    return removed
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Report a failure to write the result files (disk full, folder not writable) as such; the cause is logged."""
+    try:
+        yield
+    except OSError as err:
+        logger.exception("could not write the result files")
+        raise PipelineError(STORAGE_MESSAGE) from err
 
 
 def write_png(path: Path, image: np.ndarray) -> str:
@@ -644,14 +814,15 @@ class RemovalApp:
         image = edit.prepared.aligned.paste_back(outcome.photo.image, edit.refined, edit.blend_mask)
         outcome.timings["paste_back"] = time.perf_counter() - start
         report("save")
-        folder = self.folders.new()
-        before = write_png(folder / "original.png", outcome.photo.image)
-        after = write_png(folder / "result.png", image)
-        code_path = folder / "w_plus.npy"
-        np.save(code_path, edit.prepared.w_plus)
         summary = self.summary(outcome, image)
-        settings_path = folder / "settings.json"
-        settings_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+        with storage_errors():
+            folder = self.folders.new()
+            before = write_png(folder / "original.png", outcome.photo.image)
+            after = write_png(folder / "result.png", image)
+            code_path = folder / "w_plus.npy"
+            np.save(code_path, edit.prepared.w_plus)
+            settings_path = folder / "settings.json"
+            settings_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
         downloads = [after, str(code_path), str(settings_path)]
         shown_notes = [note for note in summary["notes"] if note not in self.require_remover().models.notes]
         return (before, after), stage_gallery(edit), downloads, summary, notes_markdown(shown_notes)
@@ -728,7 +899,8 @@ class RemovalApp:
             )  # fmt: skip
             outcome = self.process(photo, settings, read_user_code(w_plus_code), progress, sweep_frames=SWEEP_FRAMES)
             stage_reporter(progress)("save")
-            return write_sweep(self.folders.new() / "strength_sweep.webp", outcome.result.sweep)
+            with storage_errors():
+                return write_sweep(self.folders.new() / "strength_sweep.webp", outcome.result.sweep)
 
     def example(self, photo: DecodedImage | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         """Default settings on an example photo (used to cache the examples' results)."""
@@ -834,15 +1006,15 @@ class Controls:
     """The input components, in the order of the handlers' parameters."""
 
     photo: SafeImage
-    strength: gr.Slider
-    auto_strength: gr.Checkbox
-    method: gr.Radio
-    inversion: gr.Radio
-    face_number: gr.Number
-    mix_layers: gr.Dropdown
-    inversion_steps: gr.Slider
-    refine_steps: gr.Slider
-    seed: gr.Number
+    strength: SettingSlider
+    auto_strength: SettingCheckbox
+    method: SettingRadio
+    inversion: SettingRadio
+    face_number: SettingNumber
+    mix_layers: SettingDropdown
+    inversion_steps: SettingSlider
+    refine_steps: SettingSlider
+    seed: SettingNumber
     w_plus_code: gr.File
 
     def inputs(self) -> list[gr.components.Component]:
@@ -858,7 +1030,7 @@ def build_controls(app: RemovalApp, views: Views) -> tuple[Controls, gr.Button]:
     )
     add_examples(app, photo, views.results())
     run_button = gr.Button("Remove double chin", variant="primary", elem_id="c2f-run")
-    strength = gr.Slider(
+    strength = SettingSlider(
         STRENGTH_MIN,
         STRENGTH_MAX,
         value=defaults.strength,
@@ -868,22 +1040,22 @@ def build_controls(app: RemovalApp, views: Views) -> tuple[Controls, gr.Button]:
         elem_id="c2f-strength",
     )
     with gr.Row(equal_height=True):
-        auto_strength = gr.Checkbox(
+        auto_strength = SettingCheckbox(
             value=defaults.auto_strength,
             label="Automatic strength",
             info="Per-layer steps from the boundary's scores replace the slider.",
             scale=1,
         )
-        face_number = gr.Number(
+        face_number = SettingNumber(
             1, label="Face (1 = largest)", precision=0, minimum=1, maximum=MAX_FACE_NUMBER, scale=0, min_width=170
         )
     with gr.Row():
-        method = gr.Radio(
+        method = SettingRadio(
             [("Warp — fast", "warp"), ("Diffuse — paper quality, slow", "diffuse")],
             value=defaults.method,
             label="Neck refinement",
         )
-        inversion = gr.Radio(
+        inversion = SettingRadio(
             [("Fast encoder", "encoder"), ("Encoder + optimisation", "optimise")],
             value=defaults.inversion,
             label="Inversion quality",
@@ -899,31 +1071,31 @@ def build_controls(app: RemovalApp, views: Views) -> tuple[Controls, gr.Button]:
 
 def build_advanced_controls(
     app: RemovalApp,
-) -> tuple[gr.Dropdown, gr.Slider, gr.Slider, gr.Number, gr.File]:
+) -> tuple[SettingDropdown, SettingSlider, SettingSlider, SettingNumber, gr.File]:
     """Style-mixing layers, optimisation steps, seed and an optional W+ code (step caps depend on the device)."""
     defaults = app.defaults
-    mix_layers = gr.Dropdown(
+    mix_layers = SettingDropdown(
         list(range(NUM_WS)),
         value=[],
         multiselect=True,
         label="Layers restored from the original (style mixing)",
         info="Empty = the method's default (warp: 6–17, diffuse: 7–17).",
     )
-    inversion_steps = gr.Slider(
+    inversion_steps = SettingSlider(
         0,
         app.inversion_step_cap,
         value=min(defaults.inversion_steps, app.inversion_step_cap),
         step=STEP_INCREMENT,
         label="Optimisation steps (encoder + optimisation only)",
     )
-    refine_steps = gr.Slider(
+    refine_steps = SettingSlider(
         0,
         app.refine_step_cap,
         value=min(defaults.refine_steps, app.refine_step_cap),
         step=STEP_INCREMENT,
         label="Diffuse refinement steps",
     )
-    seed = gr.Number(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
+    seed = SettingNumber(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
     w_plus_code = gr.File(label="W+ code (.npy, optional: skips the inversion)", file_types=[".npy"], height=90)
     return mix_layers, inversion_steps, refine_steps, seed, w_plus_code
 
@@ -1041,6 +1213,8 @@ def wire_events(
     )
 
 
+if __name__ == "__main__":  # a fresh server keeps nothing of an earlier run's users (RELIABILITY.md §6.2 item 18)
+    logger.info("removed %d leftovers of an earlier run from the temporary folder", wipe_temp_dir())
 LOADED = load_remover_from_env()
 demo = build_demo(LOADED)
 

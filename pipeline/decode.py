@@ -190,7 +190,7 @@ def _unreadable_message(head: bytes, limits: DecodeLimits) -> str:
         kind = "SVG"
     supported = _formats_phrase(limits)
     if kind is not None:
-        return f"This file is a {kind} file, which is not supported. Please save the photo as {supported}."
+        return f"This {kind} file is not supported. Please save the photo as {supported}."
     return f"This file could not be read as a photo. Please upload a {supported} image."
 
 
@@ -277,8 +277,7 @@ def _decode_pil(image: Image.Image, limits: DecodeLimits, *, owned: bool) -> Dec
     """
     if image.format is not None and image.format not in limits.allowed_formats:
         raise InputImageError(
-            f"This file is a {image.format} file, which is not supported. Please save the photo as "
-            f"{_formats_phrase(limits)}."
+            f"This {image.format} file is not supported. Please save the photo as {_formats_phrase(limits)}."
         )
     check_dimensions(image.width, image.height, limits)
     notes: list[str] = []

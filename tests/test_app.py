@@ -252,7 +252,7 @@ def test_a_photo_without_a_face_gets_its_message(served: Served, client: Client,
     ("content", "name", "message"),
     [
         (b"<html><body>not a photo</body></html>", "page.jpg", r"^This file could not be read as a photo\."),
-        (b"%PDF-1.4\n%binary", "document.png", r"^This file is a PDF file, which is not supported\."),
+        (b"%PDF-1.4\n%binary", "document.png", r"^This PDF file is not supported\."),
         (b"", "empty.jpg", r"^The uploaded file is empty\."),
     ],
 )
