@@ -105,7 +105,9 @@ class VGG16Features(nn.Module):
             layers += [nn.Conv2d(channels, width, KERNEL_SIZE, padding=KERNEL_SIZE // 2), nn.ReLU()]
             channels = width
         assert tuple(i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)) == CONV_INDICES
-        self.features = nn.Sequential(*layers)
+        # channels-last weights and activations: oneDNN's (CPU) and cuDNN's (tensor-core) fast layout, ~10 % faster
+        # on the CPU for the forward + backward of the diffuse loss; loading a state dict keeps the layout
+        self.features = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -118,7 +120,7 @@ class VGG16Features(nn.Module):
 
         Returns:
             The ReLU outputs for ``TAP_NAMES`` up to and including ``last_tap``, in that order; tap k has shape
-            (N, C_k, H / 2^k, W / 2^k).
+            (N, C_k, H / 2^k, W / 2^k) (stored channels-last).
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
@@ -126,6 +128,7 @@ class VGG16Features(nn.Module):
             raise ValueError(f"last_tap must be one of {TAP_NAMES}, got {last_tap!r}")
         stop = TAP_INDICES[TAP_NAMES.index(last_tap)]
         x = ((images + 1.0) / 2.0 - self.mean) / self.std  # [-1, 1] → [0, 1] → ImageNet-normalised
+        x = x.contiguous(memory_format=torch.channels_last)
         taps: list[torch.Tensor] = []
         for index, layer in enumerate(self.features[: stop + 1]):
             x = layer(x)
@@ -273,7 +276,12 @@ def _check_pairs(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor
 
 
 def _unit_channels(features: torch.Tensor) -> torch.Tensor:
-    """Scale each spatial position's channel vector to unit length (LPIPS ``normalize_tensor``)."""
+    """Scale each spatial position's channel vector to unit length (LPIPS ``normalize_tensor``), in fp32.
+
+    fp32 even under autocast: ``UNIT_NORM_EPS**2`` (1e-20) underflows to 0 in fp16, so an all-zero position would
+    give 0·inf = NaN.
+    """
+    features = features.float()
     return features * torch.rsqrt(features.pow(2).sum(dim=1, keepdim=True) + UNIT_NORM_EPS**2)
 
 
@@ -313,7 +321,7 @@ def feature_mse(
     if min(len(feats_a), len(feats_b)) <= index:
         raise ValueError(f"the feature lists stop before {tap}; run the extractor with last_tap={tap!r} or later")
     _check_pairs([feats_a[index]], [feats_b[index]])
-    return F.mse_loss(feats_a[index], feats_b[index])
+    return F.mse_loss(feats_a[index].float(), feats_b[index].float())  # fp32 sum even under autocast
 
 
 def perceptual_distance(extractor: VGG16Features, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:

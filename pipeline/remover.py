@@ -32,8 +32,8 @@ from pipeline.inversion import OptimisationSettings, optimise_latent
 from pipeline.models import Models, load_models
 from pipeline.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
 from pipeline.parsing import parse_labels
-from pipeline.perceptual import downsample_to, feature_mse, lpips_like_distance
-from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.perceptual import FEATURE_LOSS_SIZE, downsample_to, feature_mse, lpips_like_distance
+from pipeline.refine_diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine, to_model_range
 from pipeline.refine_warp import face_and_neck_masks, warp_edited_jaw
 from pipeline.settings import RemovalSettings
 
@@ -141,9 +141,15 @@ class RemovalResult:
         }
 
 
-def diffuse_features(vgg: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """VGG16 features up to relu4_3 of (N, 3, H, W) images in [-1, 1], area-downsampled to 256² (METHOD.md §7)."""
-    return vgg(downsample_to(images), last_tap=FEATURE_TAP)
+def diffuse_features(vgg: torch.nn.Module, images: torch.Tensor, size: int = FEATURE_LOSS_SIZE) -> list[torch.Tensor]:
+    """VGG16 features up to relu4_3 of (N, 3, H, W) images in [-1, 1], area-downsampled to ``size``².
+
+    METHOD.md §7 uses 256²; CPUs use less (see :data:`pipeline.refine_diffuse.CPU_DIFFUSE`). Images already that small
+    pass as they are.
+    """
+    if images.shape[-1] > size or images.shape[-2] > size:
+        images = downsample_to(images, size)
+    return vgg(images, last_tap=FEATURE_TAP)
 
 
 @contextmanager
@@ -387,6 +393,22 @@ class DoubleChinRemover:
         blend = feather_mask(region, dilate_px=FEATHER_WARP.dilate_px, blur_px=FEATHER_WARP.blur_px)
         return composite(prepared.aligned.image, warped, blend), blend, w_edited
 
+    def diffuse_settings(self, settings: RemovalSettings) -> DiffuseSettings:
+        """The diffuse loop's settings on this device.
+
+        Steps and learning rate come from ``settings``; on a GPU the loop renders at the official 1024² with a 256² VGG
+        input, under autocast; on a CPU it uses the smaller sizes of :data:`pipeline.refine_diffuse.CPU_DIFFUSE`.
+        """
+        options = DiffuseSettings(steps=settings.refine_steps, learning_rate=settings.refine_lr)
+        if self.device.type != "cuda":
+            options = dataclasses.replace(
+                options,
+                optimise_size=CPU_DIFFUSE.optimise_size,
+                feature_size=CPU_DIFFUSE.feature_size,
+                precision=CPU_DIFFUSE.precision,
+            )
+        return options
+
     def _refine_diffuse(
         self,
         prepared: PreparedFace,
@@ -401,12 +423,9 @@ class DoubleChinRemover:
         vgg = self._require_vgg("diffuse refinement")
         blend = feather_mask(region, dilate_px=FEATHER_DIFFUSE.dilate_px, blur_px=FEATHER_DIFFUSE.blur_px)
         target = composite(prepared.aligned.image, edited, region.astype(np.float32))
-        options = DiffuseSettings(steps=settings.refine_steps, learning_rate=settings.refine_lr)
-        if self.device.type != "cuda":
-            options = dataclasses.replace(options, optimise_size=CPU_RENDER_SIZE)
-
+        options = self.diffuse_settings(settings)
         feature_distance = cached_target_distance(
-            partial(diffuse_features, vgg), partial(feature_mse, tap=FEATURE_TAP)
+            partial(diffuse_features, vgg, size=options.feature_size), partial(feature_mse, tap=FEATURE_TAP)
         )
 
         update, close = _tqdm_progress(

@@ -14,6 +14,7 @@ import torch
 
 from pipeline.config import NUM_WS
 from pipeline.editing import BOUNDARY_VARIANTS
+from pipeline.refine_diffuse import CPU_DIFFUSE
 
 Method = Literal["warp", "diffuse"]
 Inversion = Literal["encoder", "optimise"]
@@ -95,7 +96,13 @@ class RemovalSettings:
 
 
 def default_settings(device: torch.device) -> RemovalSettings:
-    """Sensible defaults per device: a GPU can afford the paper's diffuse refinement, a CPU gets the fast warp."""
+    """Sensible defaults per device: a GPU can afford the paper's diffuse refinement, a CPU gets the fast warp.
+
+    On a CPU, choosing diffuse uses the CPU recipe's step count and learning rate (``refine_diffuse.CPU_DIFFUSE``:
+    50 steps at lr 0.02, ≈42 s here instead of ≈130 s; see docs/performance.md for its measured cost).
+    """
     if device.type == "cuda":
         return RemovalSettings(method="diffuse", inversion="optimise", inversion_steps=200)
-    return RemovalSettings(method="warp", inversion="encoder")
+    return RemovalSettings(
+        method="warp", inversion="encoder", refine_steps=CPU_DIFFUSE.steps, refine_lr=CPU_DIFFUSE.learning_rate
+    )

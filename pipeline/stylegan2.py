@@ -18,7 +18,9 @@ ops and no compile step, so it runs on CPU, CUDA and ZeroGPU.
 Speed (CPU): activations are kept in ``channels_last`` layout (oneDNN's fast path); for a batch of one the style
 and demodulation are folded into the convolution weight (one ordinary convolution per layer), for larger batches
 the input is scaled, a shared convolution is run once for the whole batch and the output is scaled; FIR filters
-run as depthwise convolutions with the padding folded in; biases are fused into the convolutions.
+run as depthwise convolutions with the padding folded in; biases are fused into the convolutions. When the code
+needs a gradient (the optimisation loops) the wide layers scale the input even at batch one, so the backward pass
+needs no weight gradient (see ``SCALE_INPUT_MIN_WORK``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ UPSAMPLE_FACTOR = 2
 # Padding of the FIR blur after the stride-2 transposed 3×3 convolution (output 2H+1 -> 2H):
 # p = 4 - 2 - (3 - 1) = 0, pads ((p + 1) // 2 + 2 - 1, p // 2 + 1) = (1, 1).
 CONV_BLUR_PADDING = 1
+# Modulated convolutions whose gradient is needed (the optimisation loops) scale their input instead of folding the
+# style into the weight when k²·in·out/(in + out) — convolution work per element-wise pass — reaches this (measured on
+# 2 CPU cores, forward + backward: 512/512 and 256/256 3×3 layers and the 256→128 up-sampling layer gain 5–30 %;
+# 128/128, narrower layers and the 1×1 toRGB layers lose, up to 3×)
+SCALE_INPUT_MIN_WORK = 700
 # Zero-insertion + FIR up-sampling of the toRGB skip pads (2, 1) around the 2H zero-inserted samples; as a stride-2
 # transposed convolution with the 4×4 kernel (output 2H + 2) this is a crop of 1 pixel on each side.
 SKIP_UPSAMPLE_PADDING = 1
@@ -287,6 +294,11 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.demodulate = demodulate
         self.upsample = upsample
+        # Under autograd, folding the style into the weight makes the backward compute a weight gradient (a second
+        # convolution's worth of work); scaling the input instead costs a few element-wise passes. The convolution
+        # dominates only for wide layers (see SCALE_INPUT_MIN_WORK).
+        work = kernel_size**2 * in_channels * out_channels / (in_channels + out_channels)
+        self.scale_input_under_grad = work >= SCALE_INPUT_MIN_WORK
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the layer.
@@ -307,7 +319,8 @@ class ModulatedConv2d(nn.Module):
             # sum over (in, ky, kx) of (weight·style)², without materialising the modulated weight
             energy = torch.einsum("oikl,oikl->oi", weight, weight)  # (out, in); einsum is a batched dot (fast)
             demod = torch.rsqrt(styles.square() @ energy.T + DEMOD_EPS)  # (N, out)
-        if batch == 1:
+        needs_grad = w.requires_grad and torch.is_grad_enabled()
+        if batch == 1 and not (needs_grad and self.scale_input_under_grad):
             # fold style and demodulation into one (out, in, k, k) weight: a single ordinary convolution
             factor = styles[0][None, :] if demod is None else demod[0][:, None] * styles[0][None, :]
             weight = weight * factor[:, :, None, None]

@@ -280,3 +280,19 @@ def test_save_refuses_to_overwrite_features_with_extras(tmp_path: Path) -> None:
         save_vgg16_features(
             random_vgg16_features(), tmp_path / "x.safetensors", extra_tensors={"features.0.bias": torch.zeros(4)}
         )
+
+
+def test_channels_last_layout_gives_the_same_features(stand_in: Path) -> None:
+    """The module keeps its conv weights channels-last (also after loading a file); the features equal those of a
+    plain contiguous copy."""
+    module = load_vgg16_features(stand_in)
+    conv = module.features[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = VGG16Features(module.config)
+    plain.features.to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(module.state_dict())
+    assert plain.features[0].weight.is_contiguous()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        for ours, reference in zip(module(images), plain(images), strict=True):
+            assert torch.allclose(ours, reference, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.compositing import FEATHER_DIFFUSE, composite, feather_mask
 from pipeline.perceptual import VGGConfig, downsample_to, feature_mse, random_vgg16_features
-from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.refine_diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine, to_model_range
 from pipeline.remover import FEATURE_TAP, to_uint8
 from pipeline.stand_in_checkpoints import stand_in_e4e_checkpoint
 from pipeline.stylegan2 import Generator, generator_from_checkpoint
@@ -162,3 +162,47 @@ def test_progress_and_stop(generator: Generator, feature_distance, scene: dict) 
     assert [loss for _, _, loss in calls] == result.losses
     assert np.array_equal(code, scene["code"])  # the caller's code is not modified
     assert np.isfinite(result.w_plus).all()
+
+
+def test_bf16_autocast_stays_within_tolerance_of_fp32(generator: Generator, feature_distance, scene: dict) -> None:
+    """The GPU path's reduced precision, checked on the CPU (torch autocasts to bf16 there too): the loss curve
+    within 1 % and the code within 10 % of how far fp32 moved it; the final render is fp32 either way."""
+    runs = {
+        precision: diffuse_refine(
+            generator,
+            feature_distance,
+            scene["target"],
+            scene["outside"],
+            scene["code"],
+            settings=DiffuseSettings(steps=6, optimise_size=FAST, precision=precision),
+        )
+        for precision in ("fp32", "bf16")
+    }
+    reference, mixed = runs["fp32"], runs["bf16"]
+    assert mixed.losses == pytest.approx(reference.losses, rel=0.01)
+    moved = np.linalg.norm(reference.w_plus - scene["code"])
+    assert moved > 0
+    assert np.linalg.norm(mixed.w_plus - reference.w_plus) < 0.1 * moved
+    assert mixed.render.dtype == torch.float32
+
+
+def test_unknown_precision_is_rejected(generator: Generator, feature_distance, scene: dict) -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        diffuse_refine(
+            generator,
+            feature_distance,
+            scene["target"],
+            scene["outside"],
+            scene["code"],
+            settings=DiffuseSettings(steps=1, optimise_size=64, precision="fp8"),  # type: ignore[arg-type]
+        )
+
+
+def test_cpu_recipe_is_cheaper_with_the_same_step_budget() -> None:
+    official = DiffuseSettings()
+    assert CPU_DIFFUSE.optimise_size < official.optimise_size
+    assert CPU_DIFFUSE.feature_size < official.feature_size
+    assert CPU_DIFFUSE.steps < official.steps
+    # fewer, larger steps: the summed learning rate (how far Adam can move the code) stays the official one
+    assert CPU_DIFFUSE.steps * CPU_DIFFUSE.learning_rate == pytest.approx(official.steps * official.learning_rate)
+    assert CPU_DIFFUSE.precision == "fp32"

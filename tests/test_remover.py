@@ -19,7 +19,8 @@ from pipeline.errors import PipelineError
 from pipeline.models import STAND_IN_NOTE
 from pipeline.neck_mask import landmark_neck_mask
 from pipeline.perceptual import VGGConfig, lpips_like_distance, perceptual_distance, random_vgg16_features
-from pipeline.remover import DoubleChinRemover, RemovalResult, cached_target_distance
+from pipeline.refine_diffuse import CPU_DIFFUSE
+from pipeline.remover import DoubleChinRemover, RemovalResult, cached_target_distance, diffuse_features
 from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
 from pipeline.stand_in_checkpoints import MARKER_FILENAME
 from pipeline.weights import REGISTRY
@@ -280,3 +281,27 @@ def test_cached_target_distance_matches_the_plain_distance() -> None:
         (expected_grad,) = torch.autograd.grad(expected, image)
         assert torch.equal(grad, expected_grad)
     assert len(calls) == 3 + 2  # the image every time, each target once
+
+
+def test_diffuse_settings_follow_the_device(remover: DoubleChinRemover) -> None:
+    settings = RemovalSettings(method="diffuse", refine_steps=7, refine_lr=0.03)
+    cpu = remover.diffuse_settings(settings)
+    assert (cpu.steps, cpu.learning_rate) == (7, 0.03)
+    assert (cpu.optimise_size, cpu.feature_size, cpu.precision) == (
+        CPU_DIFFUSE.optimise_size,
+        CPU_DIFFUSE.feature_size,
+        "fp32",
+    )
+    gpu_models = dataclasses.replace(remover.models, device=torch.device("cuda"))  # only the device type is read
+    gpu = DoubleChinRemover(gpu_models).diffuse_settings(settings)
+    assert (gpu.optimise_size, gpu.feature_size, gpu.precision) == (1024, 256, "auto")  # official sizes, autocast
+
+
+def test_diffuse_features_downsample_only_when_larger() -> None:
+    vgg = random_vgg16_features(VGGConfig.tiny(), seed=2)
+    images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert diffuse_features(vgg, images)[-1].shape[-1] == 32  # relu4_3 = 1/8 of 256
+    small = diffuse_features(vgg, images, size=128)
+    assert small[-1].shape[-1] == 16
+    pooled = torch.nn.functional.adaptive_avg_pool2d(images, 128)
+    assert torch.equal(diffuse_features(vgg, pooled, size=128)[-1], small[-1])  # already 128²: used as it is

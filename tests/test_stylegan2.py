@@ -12,6 +12,7 @@ from pipeline.stand_in_weights import seeded_state_dict
 from pipeline.stylegan2 import (
     Generator,
     GeneratorConfig,
+    ModulatedConv2d,
     generator_from_checkpoint,
     generator_from_state_dict,
     load_generator,
@@ -396,3 +397,31 @@ def test_mapping_validates_and_inputs_are_not_mutated(tiny: Generator) -> None:
     assert w.dtype == torch.float32
     assert torch.equal(z, z_before)
     assert torch.equal(wp, wp_before)
+
+
+def test_optimisation_path_equals_the_inference_path() -> None:
+    """A code that needs a gradient makes the wide layers scale their input (no weight gradient in the backward)
+    instead of folding the style into the weight; both formulations give the same image and the same gradient."""
+    config = GeneratorConfig(size=32, style_dim=512, n_mlp=1, channels=(512, 512, 256, 16))
+    generator = random_generator(config)
+    convs = [m for m in generator.modules() if isinstance(m, ModulatedConv2d)]
+    assert any(m.scale_input_under_grad for m in convs) and not all(m.scale_input_under_grad for m in convs)
+    wp = torch.randn(1, config.num_ws, 512, generator=torch.Generator().manual_seed(9))
+    probe = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(10))
+
+    def image_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        codes = wp.clone().requires_grad_(True)
+        image = generator.synthesis(codes)
+        (image * probe).sum().backward()
+        assert codes.grad is not None
+        return image.detach(), codes.grad
+
+    with torch.inference_mode():
+        folded_image = generator.synthesis(wp)
+    scaled_image, scaled_grad = image_and_gradient()
+    for module in convs:  # force the folded formulation under autograd too
+        module.scale_input_under_grad = False
+    folded_under_grad, folded_grad = image_and_gradient()
+    assert normalised_error(scaled_image, folded_image) < SAME_MATH_TOLERANCE
+    assert normalised_error(folded_under_grad, folded_image) < SAME_MATH_TOLERANCE
+    assert normalised_error(scaled_grad, folded_grad) < SAME_MATH_TOLERANCE

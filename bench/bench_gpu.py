@@ -1,0 +1,207 @@
+"""Per-stage GPU times (CUDA events) of the full-size networks, fp32 against autocast, plus a whole request.
+
+Usage on a machine with a CUDA GPU (from the repo root)::
+
+    .venv/bin/python -m bench.bench_gpu [--weights-dir DIR] [--runs 10] [--steps 20] [--json PATH]
+
+Without ``--weights-dir`` the full-size random stand-ins of :mod:`bench.full_size` are used (same cost as the real
+weights). Without a CUDA device it prints why and exits with status 2, so :mod:`bench.run_all` can skip it.
+
+Stages (each warmed up, then timed ``--runs`` times with ``torch.cuda.Event`` pairs, medians reported):
+encoder forward, 1024² render, face parsing, one diffuse step and one W+ optimisation step in fp32 and under the
+automatic mixed precision of the loops (:func:`pipeline.inversion.autocast_dtype`: bf16 on compute capability ≥ 8.0,
+fp16 with loss scaling before), and the whole GPU-default request ``remover(photo, settings)`` on the 12 MP photo
+(wall clock, including the CPU stages). It also checks that ``--steps`` diffuse steps under autocast stay within
+tolerance of fp32 (relative code difference and PSNR of the final renders) and reports peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+
+from bench.common import Record, Samples, format_row, row_from
+from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
+from pipeline.align import align_face, find_faces
+from pipeline.config import ALIGNED_SIZE
+from pipeline.decode import decode_upload
+from pipeline.device import select_device
+from pipeline.encoder import encoder_input
+from pipeline.inversion import OptimisationSettings, autocast_dtype, optimise_latent
+from pipeline.parsing import parser_input
+from pipeline.perceptual import feature_mse, lpips_like_distance
+from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.remover import FEATURE_TAP, DoubleChinRemover, cached_target_distance, diffuse_features, to_uint8
+from pipeline.settings import default_settings
+
+Timer = Callable[[Callable[[], object], int], list[float]]
+NO_GPU_EXIT = 2
+PSNR_TOLERANCE_DB = 35.0  # autocast renders must stay at least this close to fp32 (ours: invisible difference)
+CODE_TOLERANCE = 0.1  # ‖w_amp − w_fp32‖ / ‖w_fp32 − w_start‖ after --steps diffuse steps
+
+
+def cuda_times(run: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
+    """Seconds per call measured with CUDA events (GPU time, no host sync inside the timed region)."""
+    for _ in range(warmup):
+        run()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
+    for start, end in events:
+        start.record()
+        run()
+        end.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) / 1e3 for start, end in events]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def wall_times(run: Callable[[], object], runs: int, warmup: int = 1) -> list[float]:
+    """Seconds per call by the wall clock (the CPU smoke test of this script)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(device: torch.device, weights: str, args: argparse.Namespace, timer: Timer) -> Record:
+    """Every measurement of the module doc on ``device``, timing stages with ``timer``."""
+    remover = DoubleChinRemover.from_pretrained(weights, device=device, allow_download=False)
+    remover.progress_bars = False
+    models = remover.models
+    record = Record("gpu")
+    record.extra["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    record.extra["autocast"] = str(autocast_dtype(device))
+
+    photo = decode_upload(str(twelve_mp_jpeg()))
+    face = find_faces(photo.image)[0]
+    aligned = align_face(photo.image, face, ALIGNED_SIZE)
+    rng = np.random.default_rng(0)
+    code = torch.from_numpy(rng.standard_normal((1, 18, 512)).astype(np.float32) * 0.5).to(device)
+    code = code + models.generator.latent_avg
+    with torch.inference_mode():
+        encoder_batch = encoder_input(aligned.image).to(device)
+        parser_batch = parser_input(aligned.image).to(device)
+        stages = {
+            "encoder forward": lambda: models.encoder(encoder_batch),
+            "render 1024² (fp32)": lambda: models.generator.synthesis(code),
+            "parse 512²": lambda: models.parser(parser_batch),
+        }
+        for name, run in stages.items():
+            record.rows.append(row_from(f"gpu: {name}", timer(run, args.runs)))
+
+    # One optimisation step of each loop, fp32 and automatic precision (timed as a 1-step loop minus nothing:
+    # the loops' own set-up is negligible next to a 1024² forward + backward).
+    target = to_uint8(models.generator.synthesis(code).detach())
+    region = np.zeros(target.shape[:2], dtype=np.float32)
+    region[640:900, 380:660] = 1.0
+    start_code = (code + 0.1 * torch.randn_like(code)).cpu().numpy()
+    distance = cached_target_distance(partial(diffuse_features, models.vgg), partial(feature_mse, tap=FEATURE_TAP))
+    perceptual = cached_target_distance(models.vgg, lambda a, b: lpips_like_distance(a, b).mean())
+    target_tensor = to_model_range(target, device)
+    results = {}
+    for precision in ("fp32", "auto"):
+        settings = DiffuseSettings(steps=args.steps, precision=precision)
+        one = dataclasses.replace(settings, steps=1)
+        times = timer(
+            lambda one=one: diffuse_refine(models.generator, distance, target, 1 - region, start_code, settings=one),
+            args.runs,
+        )
+        record.rows.append(row_from(f"gpu: diffuse step + final render ({precision})", times))
+        results[precision] = diffuse_refine(
+            models.generator, distance, target, 1 - region, start_code, settings=settings
+        )
+        options = OptimisationSettings(steps=1, precision=precision)
+        times = timer(
+            lambda options=options: optimise_latent(
+                models.generator, target_tensor, start_code, perceptual=perceptual, settings=options
+            ),
+            args.runs,
+        )
+        record.rows.append(row_from(f"gpu: inversion step + final render ({precision})", times))
+    reference, mixed = results["fp32"], results["auto"]
+    moved = float(np.linalg.norm(reference.w_plus - start_code))
+    code_error = float(np.linalg.norm(mixed.w_plus - reference.w_plus)) / max(moved, 1e-12)
+    image_psnr = psnr(to_uint8(mixed.render), to_uint8(reference.render))
+    within = code_error <= CODE_TOLERANCE and image_psnr >= PSNR_TOLERANCE_DB
+    record.extra["autocast_check"] = {
+        "steps": args.steps,
+        "relative_code_difference": code_error,
+        "render_psnr_db": image_psnr,
+        "within_tolerance": within,
+    }
+
+    # The whole request with the GPU defaults (optimisation inversion + diffuse), wall clock.
+    labels = SyntheticLabelParser(models.parser)
+    labels.set_landmarks(aligned.to_aligned(face.landmarks), ALIGNED_SIZE)
+    remover = DoubleChinRemover(dataclasses.replace(models, parser=labels))
+    remover.progress_bars = False
+    settings = default_settings(device)
+    samples = Samples()
+    for index in range(args.e2e_runs + 1 if args.e2e_runs else 0):
+        labels.reset()
+        synchronize(device)
+        begin = time.perf_counter()
+        remover(str(twelve_mp_jpeg()), settings)
+        synchronize(device)
+        if index:
+            samples.add(time.perf_counter() - begin, 0.0)
+    if samples.wall:
+        name = f"gpu: end-to-end 12 MP, GPU defaults ({settings.method}, {settings.inversion})"
+        record.rows.append(samples.row(name))
+    if device.type == "cuda":
+        record.extra["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights-dir", default=None, help="weights folder (default: full-size random stand-ins)")
+    parser.add_argument("--device", default=None, help="CUDA device (default: the first)")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20, help="steps of the autocast-vs-fp32 diffuse check")
+    parser.add_argument("--e2e-runs", type=int, default=3, help="timed whole requests (after one warm-up)")
+    parser.add_argument("--cpu-smoke-test", action="store_true", help="run on the CPU with wall-clock timing")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    device = torch.device("cpu") if args.cpu_smoke_test else select_device(args.device)
+    if device.type != "cuda" and not args.cpu_smoke_test:
+        print("bench_gpu: no CUDA GPU on this machine; nothing to measure (see docs/performance.md for estimates).")
+        sys.exit(NO_GPU_EXIT)
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+    timer = cuda_times if device.type == "cuda" else wall_times
+    record = measure(device, args.weights_dir or str(full_size_weights_dir()), args, timer)
+    within = record.extra["autocast_check"]["within_tolerance"]
+    for row in record.rows:
+        print(format_row(row))
+    print(
+        f"autocast ({record.extra['autocast']}) vs fp32 after {args.steps} diffuse steps: "
+        f"{record.extra['autocast_check']}"
+    )
+    print(f"device {record.extra['gpu']}, peak GPU memory {record.extra.get('peak_gpu_memory_mb', 0):.0f} MB")
+    record.write(args.json)
+    if not within:
+        print("autocast is NOT within tolerance of fp32 here: set precision='fp32' for this GPU", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
