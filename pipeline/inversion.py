@@ -188,6 +188,14 @@ def downsample(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(image, size)
 
 
+def final_code_and_render(generator: nn.Module, w_plus: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """The optimised code as (1, 18, 512) float32 numpy and its full-size fp32 render (no grad, constant noise)."""
+    with torch.inference_mode():
+        final = w_plus.detach()
+        render = generator.synthesis(final)
+    return final.cpu().numpy().astype(np.float32), render
+
+
 def optimise_latent(
     generator: nn.Module,
     target: torch.Tensor,
@@ -246,8 +254,5 @@ def optimise_latent(
             log.add(step + 1, loss)
     log.flush(result.steps_run)
     result.losses = log.values
-    with torch.inference_mode():
-        final = w_plus.detach()
-        result.image = generator.synthesis(final)
-    result.w_plus = final.cpu().numpy().astype(np.float32)
+    result.w_plus, result.image = final_code_and_render(generator, w_plus)
     return result

@@ -26,7 +26,15 @@ import torch
 from torch import nn
 
 from pipeline.config import NUM_WS, W_DIM
-from pipeline.inversion import LossLog, MixedPrecision, Precision, ProgressCallback, StopCheck, downsample
+from pipeline.inversion import (
+    LossLog,
+    MixedPrecision,
+    Precision,
+    ProgressCallback,
+    StopCheck,
+    downsample,
+    final_code_and_render,
+)
 
 FeatureDistance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # images in [-1,1] (N,3,256,256) -> scalar
 
@@ -136,8 +144,5 @@ def diffuse_refine(
             log.add(step + 1, loss)
     log.flush(result.steps_run)
     result.losses = log.values
-    with torch.inference_mode():
-        final = w_plus.detach()
-        result.render = generator.synthesis(final)
-    result.w_plus = final.cpu().numpy().astype(np.float32)
+    result.w_plus, result.render = final_code_and_render(generator, w_plus)
     return result
