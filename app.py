@@ -6,9 +6,9 @@ Space Classifications" (SIGGRAPH 2021). Public-service settings follow design/RE
 
 How one request runs:
 
-1. The photo input (:class:`SafeImage`) decodes the upload with :func:`pipeline.decode.decode_upload` (allow-listed
-   formats, size limits, EXIF orientation once) instead of Gradio's unrestricted Pillow call, so a bad file gets our
-   message.
+1. The photo input (:class:`SafeImage`) decodes the upload with :func:`pipeline.faces.decode.decode_upload`
+   (allow-listed formats, size limits, EXIF orientation once) instead of Gradio's unrestricted Pillow call, so a bad
+   file gets our message.
 2. Faces are detected in the main process on the CPU (a photo without a face never reaches the GPU).
 3. The one ``@spaces.GPU`` function aligns and inverts the face (unless cached), moves the code along the boundary and
    refines the neck. Its argument and result are picklable CPU values: ZeroGPU runs it in a forked worker.
@@ -57,17 +57,17 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline.align import Face, find_faces
-from pipeline.compositing import composite, mask_overlay
 from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
-from pipeline.decode import DecodedImage, decode_upload
 from pipeline.device import select_device
-from pipeline.editing import MAX_LATENT_FILE_BYTES, load_latent_code, strength_sweep
 from pipeline.errors import InputImageError, PipelineError, WeightsError
+from pipeline.faces.align import Face, find_faces
+from pipeline.faces.decode import DecodedImage, decode_upload
+from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code, strength_sweep
 from pipeline.models import STAND_IN_NOTE
+from pipeline.refinement.compositing import composite, mask_overlay
 from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult
 from pipeline.settings import MAX_STEPS, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
-from pipeline.weights import REGISTRY, format_status, resolve_weights_dir, weights_status
+from pipeline.weights.registry import REGISTRY, format_status, resolve_weights_dir, weights_status
 
 logger = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -322,12 +322,12 @@ def no_pyi_stubs() -> Iterator[None]:
 with no_pyi_stubs():
 
     class SafeImage(gr.Image):
-        """gr.Image whose upload is decoded by :func:`pipeline.decode.decode_upload`, never by Gradio's Pillow call.
+        """gr.Image whose upload is decoded by :func:`pipeline.faces.decode.decode_upload`, not Gradio's Pillow call.
 
         Gradio's own preprocess opens a file with every Pillow plugin before the event function runs, so undecodable
         files and bombs end as an opaque error (RELIABILITY.md §2.2). Here the event function receives a
-        :class:`pipeline.decode.DecodedImage` (or None), and every bad upload becomes a specific message. A subclass
-        (not a patched instance) because Gradio rebuilds a component from its class when an event updates it.
+        :class:`~pipeline.faces.decode.DecodedImage` (or None), and every bad upload becomes a specific message. A
+        subclass (not a patched instance) because Gradio rebuilds a component from its class when an event updates it.
         """
 
         is_template = True  # the browser renders it with gr.Image's front end (Gradio names it after the parent)

@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.align import align_face, find_faces
 from pipeline.config import EXAMPLES_DIR
-from pipeline.decode import decode_image
-from pipeline.landmarks import load_face_detector, load_shape_predictor
+from pipeline.faces.align import align_face, find_faces
+from pipeline.faces.decode import decode_image
+from pipeline.faces.landmarks import load_face_detector, load_shape_predictor
 
 CANVAS_SIZE = (6000, 4000)  # (width, height): 24 MP, a typical phone/DSLR photo
 JPEG_QUALITY = 92

@@ -9,9 +9,9 @@ Fixtures: the 7 official reference photos (``examples/*.jpg``, FFHQ-aligned 1024
 (``examples/codes``). For each, as the remover does it: the fine/all boundary edit at strength −5 with the diffuse
 style mixing (layers 7–17 restored), the neck mask from a synthetic label map of the photo's dlib landmarks
 (:func:`bench.full_size.synthetic_labels`; the random parser's labels are noise), the hard-pasted target, the
-feathered blend mask, then :func:`pipeline.refine_diffuse.diffuse_refine` and the feathered composite.
+feathered blend mask, then :func:`pipeline.refinement.diffuse.diffuse_refine` and the feathered composite.
 
-Generators: ``tiny`` is the repository's stand-in (``pipeline.stand_in_checkpoints``), ``full`` the FFHQ config-f
+Generators: ``tiny`` is the repository's stand-in (``pipeline.weights.stand_in``), ``full`` the FFHQ config-f
 architecture with seeded random weights (the real cost). VGG16 is full width with random weights scaled to He
 initialisation in both cases (:func:`he_scaled_vgg`), so its features, and the feature loss, have a trained
 network's magnitude.
@@ -44,21 +44,26 @@ import torch
 
 from bench.common import Record, peak_rss_mb, row_from
 from bench.full_size import cache_dir, synthetic_labels
-from pipeline.align import find_faces
-from pipeline.compositing import FEATHER_DIFFUSE, composite, feather_mask
 from pipeline.config import BOUNDARIES_DIR, EXAMPLES_DIR
-from pipeline.decode import decode_image
-from pipeline.editing import edit_latent, load_boundary
+from pipeline.faces.align import find_faces
+from pipeline.faces.decode import decode_image
+from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.models import load_models
-from pipeline.neck_mask import NECK_MASK_DIFFUSE, neck_mask
-from pipeline.perceptual import VGGConfig, feature_mse, random_vgg16_features
-from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine
+from pipeline.networks.perceptual import VGGConfig, feature_mse, random_vgg16_features
+from pipeline.networks.stylegan2 import (
+    Generator,
+    GeneratorConfig,
+    generator_from_checkpoint,
+    generator_from_state_dict,
+)
+from pipeline.networks.stylegan2 import state_dict_layout as generator_layout
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
+from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
+from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, neck_mask
 from pipeline.remover import FEATURE_TAP, cached_target_distance, diffuse_features, to_uint8
 from pipeline.settings import MIX_LAYERS_DIFFUSE
-from pipeline.stand_in_checkpoints import stand_in_e4e_checkpoint
-from pipeline.stand_in_weights import seeded_state_dict
-from pipeline.stylegan2 import Generator, GeneratorConfig, generator_from_checkpoint, generator_from_state_dict
-from pipeline.stylegan2 import state_dict_layout as generator_layout
+from pipeline.weights.stand_in import stand_in_e4e_checkpoint
+from pipeline.weights.stand_in_seeds import seeded_state_dict
 
 STRENGTH = -5.0  # README / main_warp.py default
 REFERENCE = "1024/256/100/0.01"  # official: 1024² render, AdaptiveAvgPool2d(256) before VGG, 100 steps, Adam lr 0.01

@@ -1,4 +1,4 @@
-"""Time the full-size e4e encoder (pipeline.encoder) on the CPU with the fixtures' random-weight recipe.
+"""Time the full-size e4e encoder (pipeline.networks.encoder) on the CPU with the fixtures' random-weight recipe.
 
 Usage (from the repo root): .venv/bin/python -m bench.bench_encoder [--repeats 10] [--threads 2]
 
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from pipeline.config import ALIGNED_SIZE, NUM_WS, W_DIM
-from pipeline.encoder import (
+from pipeline.networks.encoder import (
     Encoder4Editing,
     EncoderConfig,
     encoder_from_checkpoint,
     encoder_input,
     invert_with_encoder,
 )
-from pipeline.stand_in_weights import seeded_state_dict
+from pipeline.weights.stand_in_seeds import seeded_state_dict
 
 TARGET_SECONDS = 1.0
 

@@ -17,7 +17,8 @@ Cases (each a separate process when run by :mod:`bench.run_all`, so peak RSS is 
 - ``slider``: a strength change on a cached :class:`~pipeline.remover.PreparedFace`: ``remover.edit`` plus the paste
   back into the 12 MP photo (what the app does when the slider moves).
 - ``diffuse``: ``remover.edit`` with ``method="diffuse"`` on the cached face with the CPU recipe
-  (:data:`pipeline.refine_diffuse.CPU_DIFFUSE`: 50 steps at lr 0.02, 256² render, VGG at 128²), plus the paste back.
+  (:data:`pipeline.refinement.diffuse.CPU_DIFFUSE`: 50 steps at lr 0.02, 256² render, VGG at 128²), plus paste
+  back.
 
 ``--labels``: the random BiSeNet labels pixels at random, so the neck mask is usually empty and the warp is skipped
 (``model``: what the random weights give, the fast fallback path). ``synthetic`` (the default) runs the full BiSeNet
@@ -37,10 +38,10 @@ import torch
 
 from bench.common import Record, Samples, format_row, keep_freed_memory, peak_rss_mb, timed
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
-from pipeline.align import align_face, find_faces
 from pipeline.config import ALIGNED_SIZE
-from pipeline.decode import decode_upload
-from pipeline.refine_diffuse import CPU_DIFFUSE
+from pipeline.faces.align import align_face, find_faces
+from pipeline.faces.decode import decode_upload
+from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.remover import DoubleChinRemover, PreparedFace
 from pipeline.settings import RemovalSettings, default_settings
 

@@ -7,12 +7,12 @@ Usage on a machine with a CUDA GPU (from the repo root)::
 Without ``--weights-dir`` the full-size random stand-ins of :mod:`bench.full_size` are used (same cost as the real
 weights). Without a CUDA device it prints why and exits with status 2, so :mod:`bench.run_all` can skip it.
 
-Stages (each warmed up, then timed ``--runs`` times with ``torch.cuda.Event`` pairs, medians reported):
-encoder forward, 1024² render, face parsing, one diffuse step and one W+ optimisation step in fp32 and under the
-automatic mixed precision of the loops (:func:`pipeline.inversion.autocast_dtype`: bf16 on compute capability ≥ 8.0,
-fp16 with loss scaling before), and the whole GPU-default request ``remover(photo, settings)`` on the 12 MP photo
-(wall clock, including the CPU stages). It also checks that ``--steps`` diffuse steps under autocast stay within
-tolerance of fp32 (relative code difference and PSNR of the final renders) and reports peak GPU memory.
+Stages (each warmed up, then timed ``--runs`` times with ``torch.cuda.Event`` pairs, medians reported): encoder
+forward, 1024² render, face parsing, one diffuse step and one W+ optimisation step in fp32 and under the automatic
+mixed precision of the loops (:func:`pipeline.latent.inversion.autocast_dtype`: bf16 on compute capability ≥ 8.0, fp16
+with loss scaling before), and the whole GPU-default request ``remover(photo, settings)`` on the 12 MP photo (wall
+clock, including the CPU stages). It also checks that ``--steps`` diffuse steps under autocast stay within tolerance of
+fp32 (relative code difference and PSNR of the final renders) and reports peak GPU memory.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import torch
 
 from bench.common import Record, Samples, format_row, row_from
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
-from pipeline.align import align_face, find_faces
 from pipeline.config import ALIGNED_SIZE
-from pipeline.decode import decode_upload
 from pipeline.device import select_device
-from pipeline.encoder import encoder_input
-from pipeline.inversion import OptimisationSettings, autocast_dtype, optimise_latent
-from pipeline.parsing import parser_input
-from pipeline.perceptual import feature_mse, lpips_like_distance
-from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.faces.align import align_face, find_faces
+from pipeline.faces.decode import decode_upload
+from pipeline.latent.inversion import OptimisationSettings, autocast_dtype, optimise_latent
+from pipeline.networks.encoder import encoder_input
+from pipeline.networks.parsing import parser_input
+from pipeline.networks.perceptual import feature_mse, lpips_like_distance
+from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine, to_model_range
 from pipeline.remover import FEATURE_TAP, DoubleChinRemover, cached_target_distance, diffuse_features, to_uint8
 from pipeline.settings import default_settings
 

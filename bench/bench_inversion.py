@@ -5,8 +5,8 @@ Usage (from the repo root): ``.venv/bin/python -m bench.bench_inversion [--steps
 
 The generator is StyleGAN2 FFHQ config-f (``GeneratorConfig.ffhq()``) and the perceptual network the full VGG16 conv
 stack (``VGGConfig()``), both with seeded random weights, so every step does exactly the work the real weights do.
-For each render size it runs :func:`pipeline.inversion.optimise_latent` (perceptual + pixel loss at 256²) and
-:func:`pipeline.refine_diffuse.diffuse_refine` (masked pixel loss + VGG relu4_3 feature loss at 256²), timing each
+For each render size it runs :func:`pipeline.latent.inversion.optimise_latent` (perceptual + pixel loss at 256²) and
+:func:`pipeline.refinement.diffuse.diffuse_refine` (masked pixel loss + VGG relu4_3 feature loss at 256²), timing each
 step from the ``should_stop`` poll before it to the ``progress`` call after it. The losses are built as the remover
 builds them (target features computed once; ``--uncached`` recomputes them every step, for comparison). The CPU path
 of the app renders 256² while optimising; 1024² is the official setting (and the GPU path).
@@ -29,14 +29,14 @@ from functools import partial
 import numpy as np
 import torch
 
-from pipeline.compositing import FEATHER_DIFFUSE, feather_mask
 from pipeline.device import select_device
-from pipeline.inversion import OptimisationSettings, optimise_latent, w_spread
-from pipeline.perceptual import VGGConfig, feature_mse, lpips_like_distance, random_vgg16_features
-from pipeline.refine_diffuse import DiffuseSettings, diffuse_refine
+from pipeline.latent.inversion import OptimisationSettings, optimise_latent, w_spread
+from pipeline.networks.perceptual import VGGConfig, feature_mse, lpips_like_distance, random_vgg16_features
+from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
+from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
 from pipeline.remover import FEATURE_TAP, cached_target_distance, diffuse_features, to_uint8
-from pipeline.stand_in_weights import seeded_state_dict
-from pipeline.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
+from pipeline.weights.stand_in_seeds import seeded_state_dict
 
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
 NECK_BOX = (slice(640, 900), slice(380, 660))  # a neck-sized region of the 1024² crop for the diffuse mask

@@ -40,7 +40,7 @@ from PIL import Image
 
 from pipeline.config import EXAMPLES_DIR
 from pipeline.remover import DoubleChinRemover
-from pipeline.stand_in_checkpoints import write_stand_in_weights
+from pipeline.weights.stand_in import write_stand_in_weights
 
 KIB_PER_MIB = 1024  # ru_maxrss and VmRSS are in KiB on Linux
 PHOTO_SIZE = (360, 440)  # (width, height) of the generated portraits

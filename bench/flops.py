@@ -27,11 +27,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import ENCODER_INPUT_SIZE, NUM_WS, PARSER_INPUT_SIZE, W_DIM
-from pipeline.encoder import Encoder4Editing, EncoderConfig
-from pipeline.parsing import BiSeNet
-from pipeline.perceptual import FEATURE_LOSS_SIZE, TAP_NAMES, VGG16Features, VGGConfig
-from pipeline.refine_diffuse import CPU_DIFFUSE
-from pipeline.stylegan2 import Generator, GeneratorConfig
+from pipeline.networks.encoder import Encoder4Editing, EncoderConfig
+from pipeline.networks.parsing import BiSeNet
+from pipeline.networks.perceptual import FEATURE_LOSS_SIZE, TAP_NAMES, VGG16Features, VGGConfig
+from pipeline.networks.stylegan2 import Generator, GeneratorConfig
+from pipeline.refinement.diffuse import CPU_DIFFUSE
 
 META = torch.device("meta")
 TERA = 1e12

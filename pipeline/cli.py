@@ -44,8 +44,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pipeline.device import select_device
-from pipeline.editing import BOUNDARY_VARIANTS, load_latent_code
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
+from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
 from pipeline.models import STAND_IN_NOTE
 from pipeline.remover import DoubleChinRemover, FaceEdit, RemovalResult
 from pipeline.settings import (

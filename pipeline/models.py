@@ -17,14 +17,14 @@ from typing import TypeVar
 
 import torch
 
-from pipeline.checkpoint_io import read_torch_checkpoint
 from pipeline.device import select_device
-from pipeline.encoder import Encoder4Editing, encoder_from_checkpoint
 from pipeline.errors import WeightsError
-from pipeline.parsing import BiSeNet, load_parser
-from pipeline.perceptual import VGG16Features, load_vgg16_features
-from pipeline.stylegan2 import Generator, generator_from_checkpoint
-from pipeline.weights import resolve_weight
+from pipeline.networks.checkpoint_io import read_torch_checkpoint
+from pipeline.networks.encoder import Encoder4Editing, encoder_from_checkpoint
+from pipeline.networks.parsing import BiSeNet, load_parser
+from pipeline.networks.perceptual import VGG16Features, load_vgg16_features
+from pipeline.networks.stylegan2 import Generator, generator_from_checkpoint
+from pipeline.weights.registry import resolve_weight
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

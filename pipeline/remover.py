@@ -21,20 +21,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.align import AlignedFace, Face, align_face, find_faces
-from pipeline.compositing import FEATHER_DIFFUSE, FEATHER_WARP, composite, feather_mask
 from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR
-from pipeline.decode import ImageSource, decode_upload
-from pipeline.editing import AutoStrength, Boundary, edit_latent, edit_latent_auto, load_boundary, load_latent_code
-from pipeline.encoder import invert_with_encoder
 from pipeline.errors import PipelineError, WeightsError
-from pipeline.inversion import OptimisationSettings, optimise_latent
+from pipeline.faces.align import AlignedFace, Face, align_face, find_faces
+from pipeline.faces.decode import ImageSource, decode_upload
+from pipeline.latent.editing import (
+    AutoStrength,
+    Boundary,
+    edit_latent,
+    edit_latent_auto,
+    load_boundary,
+    load_latent_code,
+)
+from pipeline.latent.inversion import OptimisationSettings, optimise_latent
 from pipeline.models import Models, load_models
-from pipeline.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
-from pipeline.parsing import parse_labels
-from pipeline.perceptual import FEATURE_LOSS_SIZE, downsample_to, feature_mse, lpips_like_distance
-from pipeline.refine_diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine, to_model_range
-from pipeline.refine_warp import face_and_neck_masks, warp_edited_jaw
+from pipeline.networks.encoder import invert_with_encoder
+from pipeline.networks.parsing import parse_labels
+from pipeline.networks.perceptual import FEATURE_LOSS_SIZE, downsample_to, feature_mse, lpips_like_distance
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, FEATHER_WARP, composite, feather_mask
+from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
+from pipeline.refinement.warp import face_and_neck_masks, warp_edited_jaw
 from pipeline.settings import RemovalSettings
 
 logger = logging.getLogger(__name__)
@@ -144,8 +151,8 @@ class RemovalResult:
 def diffuse_features(vgg: torch.nn.Module, images: torch.Tensor, size: int = FEATURE_LOSS_SIZE) -> list[torch.Tensor]:
     """VGG16 features up to relu4_3 of (N, 3, H, W) images in [-1, 1], area-downsampled to ``size``².
 
-    METHOD.md §7 uses 256²; CPUs use less (see :data:`pipeline.refine_diffuse.CPU_DIFFUSE`). Images already that small
-    pass as they are.
+    METHOD.md §7 uses 256²; CPUs use less (see :data:`pipeline.refinement.diffuse.CPU_DIFFUSE`).
+    Images already that small pass as they are.
     """
     if images.shape[-1] > size or images.shape[-2] > size:
         images = downsample_to(images, size)
@@ -248,7 +255,7 @@ class DoubleChinRemover:
 
         Args:
             image: (H, W, 3) uint8 RGB photo.
-            face: a face from :func:`pipeline.align.find_faces` on ``image``.
+            face: a face from :func:`pipeline.faces.align.find_faces` on ``image``.
             settings: only ``inversion``, ``inversion_steps`` and ``seed`` matter here.
             w_plus: a user-supplied (1, 18, 512) code; skips the inversion.
             on_stage: told each stage name as it starts.
@@ -397,7 +404,7 @@ class DoubleChinRemover:
         """The diffuse loop's settings on this device.
 
         Steps and learning rate come from ``settings``; on a GPU the loop renders at the official 1024² with a 256² VGG
-        input, under autocast; on a CPU it uses the smaller sizes of :data:`pipeline.refine_diffuse.CPU_DIFFUSE`.
+        input, under autocast; on a CPU it uses the smaller sizes of :data:`pipeline.refinement.diffuse.CPU_DIFFUSE`.
         """
         options = DiffuseSettings(steps=settings.refine_steps, learning_rate=settings.refine_lr)
         if self.device.type != "cuda":

@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 
 from pipeline.config import NUM_WS
-from pipeline.editing import BOUNDARY_VARIANTS
-from pipeline.refine_diffuse import CPU_DIFFUSE
+from pipeline.latent.editing import BOUNDARY_VARIANTS
+from pipeline.refinement.diffuse import CPU_DIFFUSE
 
 Method = Literal["warp", "diffuse"]
 Inversion = Literal["encoder", "optimise"]

@@ -28,7 +28,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def stand_in_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of small random stand-in weights in the real formats (``make-test-weights``), made once per run."""
-    from pipeline.stand_in_checkpoints import write_stand_in_weights
+    from pipeline.weights.stand_in import write_stand_in_weights
 
     folder = tmp_path_factory.mktemp("stand_in_weights")
     write_stand_in_weights(folder)

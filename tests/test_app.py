@@ -27,8 +27,8 @@ from PIL import Image
 
 import pipeline.remover as remover_module
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
-from pipeline.decode import decode_upload
 from pipeline.errors import WeightsError
+from pipeline.faces.decode import decode_upload
 from pipeline.models import STAND_IN_NOTE
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import RemovalSettings
@@ -385,7 +385,7 @@ def test_examples_are_cached_lazily_only_with_real_weights(
 def test_importing_the_app_changes_nothing_outside_it(app_module: ModuleType) -> None:
     app_module.build_demo(app_module.LOADED)
     assert not (REPO_ROOT / "app.pyi").exists(), "a gr.Image subclass makes Gradio write an app.pyi stub"
-    # Uploads are bounded by pipeline.decode; Pillow's process-wide default stays as it is.
+    # Uploads are bounded by pipeline.faces.decode; Pillow's process-wide default stays as it is.
     assert Image.MAX_IMAGE_PIXELS == PILLOW_MAX_IMAGE_PIXELS
 
 

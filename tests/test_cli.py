@@ -28,7 +28,7 @@ from pipeline.cli import (
     write_files_atomically,
 )
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
-from pipeline.editing import edit_latent, load_boundary
+from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import MIX_LAYERS_WARP
 

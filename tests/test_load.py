@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from pipeline.align import ffhq_quad, find_faces
-from pipeline.decode import decode_upload
+from pipeline.faces.align import ffhq_quad, find_faces
+from pipeline.faces.decode import decode_upload
 from pipeline.remover import DoubleChinRemover
 from tests.test_app import Served, import_app, launch, serve, use_stand_in_environment
 from tests.test_robustness import EXAMPLES, portrait, rgb

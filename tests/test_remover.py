@@ -11,19 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.align import Face
-from pipeline.compositing import FEATHER_DIFFUSE, feather_mask
 from pipeline.config import EXAMPLES_DIR
-from pipeline.editing import edit_latent_auto, load_boundary
 from pipeline.errors import PipelineError
+from pipeline.faces.align import Face
+from pipeline.latent.editing import edit_latent_auto, load_boundary
 from pipeline.models import STAND_IN_NOTE
-from pipeline.neck_mask import landmark_neck_mask
-from pipeline.perceptual import VGGConfig, lpips_like_distance, perceptual_distance, random_vgg16_features
-from pipeline.refine_diffuse import CPU_DIFFUSE
+from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance, random_vgg16_features
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
+from pipeline.refinement.diffuse import CPU_DIFFUSE
+from pipeline.refinement.neck_mask import landmark_neck_mask
 from pipeline.remover import DoubleChinRemover, RemovalResult, cached_target_distance, diffuse_features
 from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
-from pipeline.stand_in_checkpoints import MARKER_FILENAME
-from pipeline.weights import REGISTRY
+from pipeline.weights.registry import REGISTRY
+from pipeline.weights.stand_in import MARKER_FILENAME
 
 PHOTO_SIZE = (900, 760)  # (width, height) of the test photo: not square, not 1024, face off-centre
 CROP = 1024

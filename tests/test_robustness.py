@@ -4,8 +4,8 @@ Bad inputs go through the pipeline (``DoubleChinRemover``) and through the HTTP 
 server per module on 127.0.0.1 with stand-in weights, see tests/test_app.py); every refusal must be a specific message
 without a traceback, a path or exception text, and the next good request must succeed. Faults are injected with
 monkeypatch (a stage raising, out of memory, a full or unwritable temp folder, damaged weights at start) and with a
-real ``python app.py`` that is sent SIGTERM and restarted. Decode-level cases live in tests/test_decode.py and
-tests/test_decode_properties.py, Hub/download faults in tests/test_weights.py, HTTP hardening in
+real ``python app.py`` that is sent SIGTERM and restarted. Decode-level cases live in tests/faces/test_decode.py and
+tests/faces/test_decode_properties.py, Hub/download faults in tests/weights/test_weights.py, HTTP hardening in
 tests/test_http_security.py, concurrency in tests/test_load.py; docs/reliability.md maps every hazard to its test.
 """
 
@@ -39,10 +39,10 @@ from gradio_client.exceptions import AppError
 from huggingface_hub import constants as hf_constants
 from PIL import Image, PngImagePlugin
 
-from pipeline.align import AlignedFace
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
-from pipeline.decode import decode_upload
 from pipeline.errors import PipelineError, WeightsError
+from pipeline.faces.align import AlignedFace
+from pipeline.faces.decode import decode_upload
 from pipeline.remover import DoubleChinRemover
 from tests.test_app import Served, free_port, import_app, launch, serve, use_stand_in_environment
 
@@ -698,7 +698,7 @@ def test_temp_dir_deleted_while_running_is_recreated(client: Client, good_photo:
     assert temp_dir.is_dir() and files_in(temp_dir)
 
 
-# -- damaged weights at start (the files themselves: tests/test_weights.py) -----------------------------------------
+# -- damaged weights at start (the files themselves: tests/weights/test_weights.py) --------------------------------
 
 
 def weights_copy(source: Path, target: Path, replace: dict[str, bytes | None]) -> Path:

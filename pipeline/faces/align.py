@@ -1,0 +1,533 @@
+"""Find faces in a photo, FFHQ-align each to a square crop, and paste an edited crop back into the photo.
+
+Alignment reproduces the FFHQ dataset recipe (NVlabs/ffhq-dataset ``download_ffhq.py::recreate_aligned_images``, used
+unchanged by the official Coarse-to-Fine ``ffhq_dataset/face_alignment.py``; METHOD.md §2): an oriented square "quad"
+from the eye centres and mouth corners, shrink for very large faces, crop, reflect-pad with blur near image borders,
+``PIL`` QUAD transform to 4× the output size with bilinear sampling, then a Lanczos downsize
+(``Image.Resampling.LANCZOS``; ``ANTIALIAS`` no longer exists).
+
+Paste-back is not part of the recipe (METHOD.md §1 step 6). Because the quad is a square, the whole chain
+(shrink → crop → pad → QUAD → downsize) is an affine map from aligned pixel indices to original pixel indices. We
+compose it from the operations actually applied (including the half-pixel offset of the shrink resize, which the
+recipe's bookkeeping ``quad /= shrink`` ignores), so ``AlignedFace.affine`` is exact rather than approximate, and warp
+the edited crop and its mask back with ``cv2.warpAffine``. Pixels where the warped mask is 0 are copied unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from pipeline.config import ALIGNED_SIZE
+from pipeline.errors import FaceTooSmallError, NoFaceError
+from pipeline.faces.landmarks import DEFAULT_DETECTION, NUM_LANDMARKS, DetectionConfig, detect_landmarks
+
+logger = logging.getLogger(__name__)
+
+# iBUG 300-W 68-point layout (0-based, METHOD.md §2).
+LEFT_EYE = slice(36, 42)  # the subject's right eye, on the left of the image
+RIGHT_EYE = slice(42, 48)
+MOUTH_LEFT_CORNER = 48
+MOUTH_RIGHT_CORNER = 54
+
+UINT8_MAX = 255
+GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default kernel extent, in σ
+BLUR_MIN_SIGMA = 10.0  # px; wider pad blurs run on an integer-downscaled copy with σ ≥ this (_StripeGaussianBlur)
+STRIPE_ROWS = 256  # rows per stripe in the padding arithmetic (bounds temporary memory)
+MAX_UPSCALE = 64  # refuse quads smaller than size / 64 (16 px for 1024²): landmarks that close are not a usable face
+
+
+@dataclass(frozen=True)
+class FFHQAlignConfig:
+    """Constants of the FFHQ alignment recipe (NVlabs/ffhq-dataset ``recreate_aligned_images``; METHOD.md §2)."""
+
+    eye_to_eye_scale: float = 2.0  # half-width of the crop ≥ 2.0·|eye_to_eye|
+    eye_to_mouth_scale: float = 1.8  # half-width of the crop ≥ 1.8·|eye_to_mouth|
+    center_shift: float = 0.1  # crop centre = eye midpoint + 0.1·eye_to_mouth ("em_scale")
+    supersampling: int = 4  # transform_size / output_size (recipe: 4096 / 1024)
+    shrink_threshold: float = 0.5  # shrink = floor(qsize / output_size · 0.5); applied when > 1
+    border_fraction: float = 0.1  # crop margin = max(rint(0.1·qsize), 3)
+    min_border: int = 3
+    pad_trigger_margin: int = 4  # pad when the quad comes within 4 px of an image edge (max(pad) > border − 4)
+    pad_fraction: float = 0.3  # reflect padding ≥ rint(0.3·qsize) on every side
+    blur_fraction: float = 0.02  # Gaussian σ of the padded-area blur = 0.02·qsize
+    enable_padding: bool = True  # the recipe's default
+
+
+DEFAULT_ALIGN = FFHQAlignConfig()
+
+
+@dataclass(frozen=True)
+class FaceSearchConfig:
+    """Which detections count as editable faces."""
+
+    # Smallest face (side of dlib's detection box, original pixels) we edit: dlib's HOG window is 80×80 px and faces
+    # below it are found only by upsampling, with unreliable landmarks (davisking/dlib#401; RELIABILITY.md §2.3
+    # "Tiny image / tiny face"; the 1024² StyleGAN crop would be upscaled > 10×).
+    min_face_size: float = 80.0
+    detection: DetectionConfig = DEFAULT_DETECTION
+
+
+DEFAULT_SEARCH = FaceSearchConfig()
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """A detected face in original-image pixel coordinates."""
+
+    landmarks: np.ndarray  # (68, 2) float64 (x, y)
+    bbox: np.ndarray  # (4,) float64 (left, top, right, bottom) pixel edges of dlib's detection box
+    score: float = 0.0  # dlib detector score
+
+    @property
+    def size(self) -> float:
+        """Side of the detection box in pixels (geometric mean of its width and height)."""
+        return math.sqrt(max(self.bbox[2] - self.bbox[0], 0.0) * max(self.bbox[3] - self.bbox[1], 0.0))
+
+
+def find_faces(image: np.ndarray, config: FaceSearchConfig = DEFAULT_SEARCH) -> list[Face]:
+    """Detect all frontal faces large enough to edit, largest first.
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo at full resolution (e.g. from :func:`pipeline.faces.decode.decode_image`).
+        config: minimum face size and detector settings.
+
+    Returns:
+        Faces with ``size >= config.min_face_size``, sorted by ``size`` descending (index 0 = largest). Smaller faces
+        are left out (and logged).
+
+    Raises:
+        NoFaceError: the detector found no face.
+        FaceTooSmallError: faces were found but all are smaller than ``config.min_face_size``.
+    """
+    detections = detect_landmarks(image, config.detection)
+    if not detections:
+        raise NoFaceError(
+            "No face was found in this photo. Please use a photo where one face looks roughly towards the camera, "
+            "upright and not covered; if the face is small in a large photo, crop the photo around it."
+        )
+    faces = [Face(landmarks=d.landmarks, bbox=d.box, score=d.score) for d in detections]
+    faces.sort(key=lambda face: face.size, reverse=True)
+    large = [face for face in faces if face.size >= config.min_face_size]
+    if not large:
+        raise FaceTooSmallError(
+            f"The face in this photo is too small to edit (about {faces[0].size:.0f} pixels wide; at least "
+            f"{config.min_face_size:.0f} are needed). Please use a closer or higher-resolution photo of the face."
+        )
+    if len(large) < len(faces):
+        logger.info("ignoring %d face(s) smaller than %.0f px", len(faces) - len(large), config.min_face_size)
+    return large
+
+
+def ffhq_quad(landmarks: np.ndarray, config: FFHQAlignConfig = DEFAULT_ALIGN) -> tuple[np.ndarray, float]:
+    """The FFHQ crop square for a face (METHOD.md §2 "Geometry").
+
+    Args:
+        landmarks: (68, 2) float (x, y) pixel coordinates.
+        config: recipe constants.
+
+    Returns:
+        quad: (4, 2) float64 corners upper-left, lower-left, lower-right, upper-right, in the same coordinates (the
+            outer corners of the crop: aligned pixel (u, v) samples at UL + (UR−UL)(u+½)/S + (LL−UL)(v+½)/S).
+        qsize: side length of the square in pixels.
+
+    Raises:
+        ValueError: wrong landmark shape or degenerate landmarks (eyes and mouth at one point).
+    """
+    points = np.asarray(landmarks, dtype=np.float64)
+    if points.shape != (NUM_LANDMARKS, 2):
+        raise ValueError(f"expected ({NUM_LANDMARKS}, 2) landmarks, got {points.shape}")
+    eye_left = points[LEFT_EYE].mean(axis=0)
+    eye_right = points[RIGHT_EYE].mean(axis=0)
+    eye_avg = (eye_left + eye_right) / 2
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (points[MOUTH_LEFT_CORNER] + points[MOUTH_RIGHT_CORNER]) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+
+    # x axis: eye_to_eye plus eye_to_mouth rotated by −90° (v ↦ (v_y, −v_x)), scaled to the crop's half-width.
+    x_axis = eye_to_eye + np.array([eye_to_mouth[1], -eye_to_mouth[0]])
+    length = float(np.hypot(*x_axis))
+    half_width = max(
+        float(np.hypot(*eye_to_eye)) * config.eye_to_eye_scale,
+        float(np.hypot(*eye_to_mouth)) * config.eye_to_mouth_scale,
+    )
+    if length == 0.0 or half_width == 0.0:
+        raise ValueError("degenerate landmarks: eyes and mouth coincide")
+    x_axis = x_axis / length * half_width
+    y_axis = np.array([-x_axis[1], x_axis[0]])  # x rotated by +90°, pointing down the face
+    center = eye_avg + eye_to_mouth * config.center_shift
+    quad = np.stack(
+        [center - x_axis - y_axis, center - x_axis + y_axis, center + x_axis + y_axis, center + x_axis - y_axis]
+    )
+    return quad, 2.0 * half_width
+
+
+def quad_to_affine(quad: np.ndarray, size: int) -> np.ndarray:
+    """The 2×3 affine taking aligned pixel indices (u, v) of a ``size``² crop of ``quad`` to source pixel indices.
+
+    Args:
+        quad: (4, 2) corners UL, LL, LR, UR (outer crop corners, pixel-index coordinates).
+        size: side of the aligned crop in pixels.
+
+    Returns:
+        (2, 3) float64 ``A`` with ``[x, y] = A @ [u, v, 1]`` (METHOD.md §2 "Inverse map for paste-back").
+    """
+    upper_left, lower_left, _, upper_right = np.asarray(quad, dtype=np.float64)
+    step_u = (upper_right - upper_left) / size
+    step_v = (lower_left - upper_left) / size
+    offset = upper_left + 0.5 * (step_u + step_v)
+    return np.column_stack([step_u, step_v, offset])
+
+
+def _as_3x3(affine: np.ndarray) -> np.ndarray:
+    return np.vstack([affine, [0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedFace:
+    """An FFHQ-aligned crop and the exact map back to the photo it came from."""
+
+    image: np.ndarray  # (S, S, 3) uint8 RGB aligned crop
+    # (4, 2) float64 FFHQ quad UL, LL, LR, UR in original pixel coordinates, as computed from the landmarks
+    quad: np.ndarray
+    # (2, 3) float64 aligned pixel index (u, v) → original pixel index (x, y) of the resampling actually applied;
+    # equals quad_to_affine(quad, S) except after a shrink, where they differ by ≤ (shrink − 1)/2 px (module doc)
+    affine: np.ndarray
+    original_shape: tuple[int, int]  # (H, W) of the photo the crop came from
+    face: Face | None = None
+    _inverse: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inverse", np.linalg.inv(_as_3x3(self.affine))[:2])
+
+    @property
+    def size(self) -> int:
+        """Side of the aligned crop in pixels."""
+        return int(self.image.shape[0])
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """Map (N, 2) aligned pixel coordinates (x=u, y=v) to original pixel coordinates."""
+        points = np.asarray(points, dtype=np.float64)
+        return points @ self.affine[:, :2].T + self.affine[:, 2]
+
+    def to_aligned(self, points: np.ndarray) -> np.ndarray:
+        """Map (N, 2) original pixel coordinates to aligned pixel coordinates."""
+        points = np.asarray(points, dtype=np.float64)
+        return points @ self._inverse[:, :2].T + self._inverse[:, 2]
+
+    def inside_mask(self) -> np.ndarray:
+        """(S, S) float32: 1 where the crop samples the photo itself, 0 where it shows reflect-padding.
+
+        Useful to keep an edit mask off regions that do not exist in the photo (they are never pasted back).
+        """
+        height, width = self.original_shape
+        coords = np.arange(self.size, dtype=np.float64)
+        grid_u, grid_v = np.meshgrid(coords, coords)
+        source = self.to_original(np.stack([grid_u.ravel(), grid_v.ravel()], axis=1))
+        inside = (source[:, 0] >= -0.5) & (source[:, 0] <= width - 0.5)
+        inside &= (source[:, 1] >= -0.5) & (source[:, 1] <= height - 0.5)
+        return inside.reshape(self.size, self.size).astype(np.float32)
+
+    def paste_back(self, original: np.ndarray, edited_crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Warp an edited crop into the photo with the inverse alignment and blend it in under ``mask``.
+
+        Args:
+            original: (H, W, 3) uint8 RGB, the photo this face was aligned from (same size; not modified).
+            edited_crop: (S, S, 3) uint8 RGB in aligned space.
+            mask: (S, S) float32 in [0, 1], aligned space; 1 = take the edited crop.
+
+        Returns:
+            (H, W, 3) uint8 RGB: ``original·(1−M) + warped·M`` (rounded) where the warped mask M > 0, and exactly
+            ``original`` everywhere else.
+
+        Raises:
+            ValueError: if shapes, dtypes or the mask range do not match.
+        """
+        if edited_crop.shape[:2] != (self.size, self.size):
+            raise ValueError(
+                f"edited_crop must be {self.size}×{self.size} like the aligned crop, got {edited_crop.shape}"
+            )
+        return paste_back(original, edited_crop, mask, self.affine, self.original_shape)
+
+
+def paste_back(
+    original: np.ndarray,
+    edited_crop: np.ndarray,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    original_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Warp ``edited_crop`` and ``mask`` into ``original`` with ``affine`` (aligned → original) and composite.
+
+    Only the crop's footprint in the photo is warped. The crop is resampled bicubically (after an area pre-shrink when
+    the face is smaller in the photo than in the crop, to avoid aliasing); the mask bilinearly, with zeros outside the
+    crop, so pixels beyond the crop or under a zero mask keep their exact original values.
+
+    Args:
+        original: (H, W, 3) uint8 RGB (not modified).
+        edited_crop: (S, S, 3) uint8 RGB.
+        mask: (S, S) float32/float64 in [0, 1].
+        affine: (2, 3) aligned pixel index → original pixel index.
+        original_shape: expected (H, W) of ``original``, if known.
+
+    Returns:
+        (H, W, 3) uint8 RGB; pixels where the warped mask is 0 are bit-identical to ``original``.
+
+    Raises:
+        ValueError: on mismatched shapes, dtypes or mask values outside [0, 1].
+    """
+    if original.dtype != np.uint8 or original.ndim != 3 or original.shape[2] != 3:
+        raise ValueError(f"original must be (H, W, 3) uint8, got {original.shape} {original.dtype}")
+    if original_shape is not None and tuple(original.shape[:2]) != tuple(original_shape):
+        raise ValueError(f"original is {original.shape[:2]}, but the face was aligned from {tuple(original_shape)}")
+    size = edited_crop.shape[0]
+    if edited_crop.dtype != np.uint8 or edited_crop.shape != (size, size, 3):
+        raise ValueError(f"edited_crop must be (S, S, 3) uint8, got {edited_crop.shape} {edited_crop.dtype}")
+    if mask.shape != (size, size) or not np.issubdtype(mask.dtype, np.floating):
+        raise ValueError(f"mask must be ({size}, {size}) float, got {mask.shape} {mask.dtype}")
+    if not np.all(np.isfinite(mask)) or mask.min(initial=0.0) < 0.0 or mask.max(initial=0.0) > 1.0:
+        raise ValueError("mask values must lie in [0, 1]")
+
+    result = original.copy()
+    if not np.any(mask > 0):
+        return result
+    height, width = original.shape[:2]
+    forward = np.asarray(affine, dtype=np.float64)
+
+    # Footprint of the crop in the photo, clipped: warp only that window (big photos stay cheap).
+    corners = np.array([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5], [size - 0.5, -0.5]])
+    footprint = corners @ forward[:, :2].T + forward[:, 2]
+    x0 = max(math.floor(footprint[:, 0].min()) - 1, 0)
+    y0 = max(math.floor(footprint[:, 1].min()) - 1, 0)
+    x1 = min(math.ceil(footprint[:, 0].max()) + 2, width)
+    y1 = min(math.ceil(footprint[:, 1].max()) + 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return result
+
+    crop, crop_mask, to_window = _prefilter_for_downscale(edited_crop, mask.astype(np.float32), forward)
+    to_window[:, 2] -= (x0, y0)
+    window_size = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(
+        crop, to_window, window_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+    ).astype(np.float32)
+    warped_mask = cv2.warpAffine(
+        crop_mask, to_window, window_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+    )
+    warped_mask = np.clip(warped_mask, 0.0, 1.0)[:, :, None]
+    window = result[y0:y1, x0:x1]
+    blended = window.astype(np.float32) * (1.0 - warped_mask) + np.clip(warped, 0, UINT8_MAX) * warped_mask
+    blended = np.clip(np.rint(blended), 0, UINT8_MAX).astype(np.uint8)
+    touched = warped_mask[:, :, 0] > 0
+    window[touched] = blended[touched]
+    return result
+
+
+def _prefilter_for_downscale(
+    crop: np.ndarray, mask: np.ndarray, affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area-resize crop and mask first when the photo is coarser than the crop, so the final warp does not alias.
+
+    Returns the (possibly smaller) crop and mask and the affine from *their* pixel indices to original indices.
+    """
+    size = crop.shape[0]
+    scale = math.sqrt(abs(np.linalg.det(affine[:, :2])))  # original pixels per aligned pixel
+    target = round(size * scale)
+    if scale >= 1.0 or target >= size or target < 2:
+        return crop, mask, affine.copy()
+    small = cv2.resize(crop, (target, target), interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask, (target, target), interpolation=cv2.INTER_AREA)
+    # small index w ↦ crop index u = (w + ½)·size/target − ½ (pixel-centre convention of an area resize)
+    ratio = size / target
+    small_to_crop = np.array([[ratio, 0.0, 0.5 * ratio - 0.5], [0.0, ratio, 0.5 * ratio - 0.5]])
+    return small, small_mask, (_as_3x3(affine) @ _as_3x3(small_to_crop))[:2]
+
+
+def align_face(
+    image: np.ndarray, face: Face | np.ndarray, size: int = ALIGNED_SIZE, config: FFHQAlignConfig = DEFAULT_ALIGN
+) -> AlignedFace:
+    """FFHQ-align one face to a ``size``² crop, keeping the exact map back to ``image``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo (not modified).
+        face: a :class:`Face` from :func:`find_faces`, or its (68, 2) landmarks.
+        size: output side in pixels (1024 = the FFHQ / StyleGAN2 resolution).
+        config: recipe constants.
+
+    Returns:
+        AlignedFace with ``.image`` (size, size, 3) uint8 RGB, ``.quad``, ``.affine`` and ``.paste_back``.
+
+    Raises:
+        FaceTooSmallError: if the landmarks span less than a pixel per 64 output pixels (nothing to align).
+        ValueError: on a malformed image or landmarks.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    landmarks = face.landmarks if isinstance(face, Face) else np.asarray(face, dtype=np.float64)
+    quad, qsize = ffhq_quad(landmarks, config)
+    if qsize < size / MAX_UPSCALE:
+        raise FaceTooSmallError(
+            f"The face in this photo is too small to edit (its crop is {qsize:.0f} pixels wide). Please use a closer "
+            "or higher-resolution photo of the face."
+        )
+    height, width = image.shape[:2]
+    transform_size = size * config.supersampling
+
+    # Bookkeeping: ``work_to_original`` maps pixel indices of the working image back to the photo.
+    work_to_original = np.eye(3)
+    work_quad = quad.copy()
+    work_qsize = qsize
+    working: Image.Image | np.ndarray = image
+
+    # 1. Shrink very large faces (recipe: integer factor, Lanczos resize of the whole photo).
+    shrink = math.floor(qsize / size * config.shrink_threshold)
+    if shrink > 1:
+        shrunk_size = (round(width / shrink), round(height / shrink))
+        working = Image.fromarray(image).resize(shrunk_size, Image.Resampling.LANCZOS)
+        scale_x, scale_y = width / shrunk_size[0], height / shrunk_size[1]
+        # resized index q ↦ source index (q + ½)·scale − ½ (Pillow's pixel-centre convention)
+        work_to_original = np.array([[scale_x, 0, 0.5 * scale_x - 0.5], [0, scale_y, 0.5 * scale_y - 0.5], [0, 0, 1]])
+        work_quad = work_quad / shrink
+        work_qsize = work_qsize / shrink
+        working = np.asarray(working)
+    work_height, work_width = working.shape[:2]
+
+    # 2. Crop to the quad's bounding box plus a border.
+    border = max(round(work_qsize * config.border_fraction), config.min_border)
+    left, top = math.floor(work_quad[:, 0].min()), math.floor(work_quad[:, 1].min())
+    right, bottom = math.ceil(work_quad[:, 0].max()), math.ceil(work_quad[:, 1].max())
+    crop_x0, crop_y0 = max(left - border, 0), max(top - border, 0)
+    crop_x1, crop_y1 = min(right + border, work_width), min(bottom + border, work_height)
+    cropped = np.asarray(working)[crop_y0:crop_y1, crop_x0:crop_x1]
+    work_quad = work_quad - (crop_x0, crop_y0)
+    work_to_original = work_to_original @ _translation(crop_x0, crop_y0)
+
+    # 3. Reflect-pad with blur where the quad leaves (or nearly touches) the image.
+    crop_height, crop_width = cropped.shape[:2]
+    left, top = math.floor(work_quad[:, 0].min()), math.floor(work_quad[:, 1].min())
+    right, bottom = math.ceil(work_quad[:, 0].max()), math.ceil(work_quad[:, 1].max())
+    pad = (
+        max(-left + border, 0),
+        max(-top + border, 0),
+        max(right - crop_width + border, 0),
+        max(bottom - crop_height + border, 0),
+    )
+    if config.enable_padding and max(pad) > border - config.pad_trigger_margin:
+        pad = tuple(max(p, round(work_qsize * config.pad_fraction)) for p in pad)
+        cropped = reflect_pad_with_blur(cropped, pad, work_qsize * config.blur_fraction)
+        work_quad = work_quad + pad[:2]
+        work_to_original = work_to_original @ _translation(-pad[0], -pad[1])
+
+    # 4. Oriented resampling: bilinear QUAD transform at 4× the output size, then Lanczos down to the output size.
+    source = Image.fromarray(np.ascontiguousarray(cropped))
+    big = source.transform(
+        (transform_size, transform_size),
+        Image.Transform.QUAD,
+        tuple((work_quad + 0.5).ravel()),
+        Image.Resampling.BILINEAR,
+    )
+    aligned = np.asarray(big.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8).copy()
+
+    affine = (work_to_original @ _as_3x3(quad_to_affine(work_quad, size)))[:2]
+    face_record = face if isinstance(face, Face) else None
+    return AlignedFace(image=aligned, quad=quad, affine=affine, original_shape=(height, width), face=face_record)
+
+
+def _translation(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def reflect_pad_with_blur(image: np.ndarray, pad: tuple[int, int, int, int], sigma: float) -> np.ndarray:
+    """The recipe's padding: reflect, blur towards the outside, fade to the median colour (METHOD.md §2 "Pad").
+
+    With m the ramp (> 0 only inside the padding), the recipe computes in float32
+    ``img += (blur(img) − img)·clip(3m + 1, 0, 1)``, then ``img += (median(img) − img)·clip(m, 0, 1)``, then rounds.
+    We do the same in row stripes, so a face that fills a 40 MP photo needs one float copy of the padded image rather
+    than several.
+
+    Args:
+        image: (h, w, 3) uint8.
+        pad: (left, top, right, bottom) pixels, each ≥ 1.
+        sigma: Gaussian σ in pixels (0.02·qsize).
+
+    Returns:
+        (h + top + bottom, w + left + right, 3) uint8.
+    """
+    pad_left, pad_top, pad_right, pad_bottom = pad
+    padded = np.pad(image, ((pad_top, pad_bottom), (pad_left, pad_right), (0, 0)), mode="reflect")
+    height, width = padded.shape[:2]
+    rows = np.arange(height, dtype=np.float32)
+    cols = np.arange(width, dtype=np.float32)
+    ramp_x = 1.0 - np.minimum(cols / pad_left, (width - 1 - cols) / pad_right)
+    ramp_y = 1.0 - np.minimum(rows / pad_top, (height - 1 - rows) / pad_bottom)
+
+    work = padded.astype(np.float32)
+    blurred = _StripeGaussianBlur(work, sigma)
+    stripes = [(start, min(start + STRIPE_ROWS, height)) for start in range(0, height, STRIPE_ROWS)]
+    for start, stop in stripes:
+        ramp = np.maximum(ramp_y[start:stop, None], ramp_x[None, :])[:, :, None]
+        stripe = work[start:stop]
+        delta = blurred.rows(start, stop) - stripe
+        delta *= np.clip(ramp * 3.0 + 1.0, 0.0, 1.0)
+        stripe += delta
+    median = np.array([np.median(work[:, :, channel]) for channel in range(3)], dtype=np.float32)
+    for start, stop in stripes:
+        ramp = np.maximum(ramp_y[start:stop, None], ramp_x[None, :])[:, :, None]
+        stripe = work[start:stop]
+        stripe += (median - stripe) * np.clip(ramp, 0.0, 1.0)
+        padded[start:stop] = np.clip(np.rint(stripe), 0, UINT8_MAX)
+    return padded
+
+
+class _StripeGaussianBlur:
+    """``scipy.ndimage.gaussian_filter(image, [σ, σ, 0])`` (mode "reflect", truncate 4), served in row stripes.
+
+    Same sampled kernel, applied with OpenCV's separable filter (``BORDER_REFLECT`` is scipy's "reflect"). When σ is
+    large (big faces), the image is first area-downscaled by an integer factor that keeps σ ≥ ``BLUR_MIN_SIGMA`` px,
+    blurred there, and bilinearly upscaled stripe by stripe: a blur that wide has no detail the coarse grid misses
+    (≤ 0.1 grey levels from the full-resolution filter on the reference photos; ≤ 1 level after rounding), and the cost
+    stops growing with σ³.
+    """
+
+    def __init__(self, image: np.ndarray, sigma: float) -> None:
+        self._height, self._width = image.shape[:2]
+        factor = max(1, int(sigma // BLUR_MIN_SIGMA))
+        if factor == 1:
+            kernel = _scipy_gaussian_kernel(sigma)
+            self._full = cv2.sepFilter2D(image, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+            return
+        self._full = None
+        small_size = (max(1, round(self._width / factor)), max(1, round(self._height / factor)))
+        small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+        kernel = _scipy_gaussian_kernel(sigma * small_size[0] / self._width)
+        self._small = cv2.sepFilter2D(small, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+        self._scale = (small_size[0] / self._width, small_size[1] / self._height)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Blurred rows ``start:stop`` as (stop − start, W, 3) float32."""
+        if self._full is not None:
+            return self._full[start:stop]
+        scale_x, scale_y = self._scale
+        # Bilinear upscale with the pixel-centre convention of cv2.resize: src = (dst + ½)·scale − ½.
+        dst_to_src = np.array(
+            [[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, (start + 0.5) * scale_y - 0.5]], dtype=np.float64
+        )
+        return cv2.warpAffine(
+            self._small,
+            dst_to_src,
+            (self._width, stop - start),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+
+
+def _scipy_gaussian_kernel(sigma: float) -> np.ndarray:
+    """The 1-D kernel of ``scipy.ndimage.gaussian_filter`` (radius ⌊4σ + ½⌋, normalised samples of exp(−x²/2σ²))."""
+    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 / (sigma * sigma) * offsets**2)
+    return kernel / kernel.sum()
