@@ -63,11 +63,12 @@ from pipeline.errors import InputImageError, PipelineError, WeightsError
 from pipeline.faces.align import Face, find_faces
 from pipeline.faces.decode import DecodedImage, decode_upload
 from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code, strength_sweep
-from pipeline.models import STAND_IN_NOTE
 from pipeline.refinement.compositing import composite, mask_overlay
 from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult
 from pipeline.settings import MAX_STEPS, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
-from pipeline.weights.registry import REGISTRY, format_status, resolve_weights_dir, weights_status
+from pipeline.weights.checks import format_status, weights_status
+from pipeline.weights.registry import REGISTRY, resolve_weights_dir
+from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
 K = TypeVar("K")

@@ -7,7 +7,7 @@ Run by hand from the repository root::
 The app is imported exactly as the Space imports it (models load at import, ``C2F_*`` environment), with small random
 stand-in weights (written to a temporary folder unless ``--weights-dir`` is given). ``--full-generator`` swaps in a
 randomly initialised StyleGAN2 generator of the real FFHQ 1024² size (the fixture recipe of
-``pipeline.weights.stand_in_seeds``), so the edit renders cost what they cost with the real weights. One call of
+``pipeline.weights.stand_in``), so the edit renders cost what they cost with the real weights. One call of
 ``RemovalApp.remove_double_chin`` fills the cache (alignment + inversion); then each timed call changes only the
 strength, which is what releasing the slider does (``apply_if_photo`` calls the same method). The time includes the
 edit, the neck refinement, the paste-back at full size and writing the PNG/NPY/JSON outputs; it excludes Gradio's own
@@ -32,8 +32,7 @@ from pipeline.config import EXAMPLES_DIR
 from pipeline.faces.decode import decode_upload
 from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
 from pipeline.remover import DoubleChinRemover
-from pipeline.weights.stand_in import write_stand_in_weights
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict, write_stand_in_weights
 
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
 STRENGTHS = (-2.0, -3.5, -5.0, -6.5, -8.0)  # the timed slider positions, in turn

@@ -49,7 +49,7 @@ from pipeline.faces.align import find_faces
 from pipeline.faces.decode import decode_image
 from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.models import load_models
-from pipeline.networks.perceptual import VGGConfig, feature_mse, random_vgg16_features
+from pipeline.networks.perceptual import VGGConfig, feature_mse
 from pipeline.networks.stylegan2 import (
     Generator,
     GeneratorConfig,
@@ -62,8 +62,7 @@ from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
 from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, neck_mask
 from pipeline.remover import FEATURE_TAP, cached_target_distance, diffuse_features, to_uint8
 from pipeline.settings import MIX_LAYERS_DIFFUSE
-from pipeline.weights.stand_in import stand_in_e4e_checkpoint
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import random_vgg16_features, seeded_state_dict, stand_in_e4e_checkpoint
 
 STRENGTH = -5.0  # README / main_warp.py default
 REFERENCE = "1024/256/100/0.01"  # official: 1024² render, AdaptiveAvgPool2d(256) before VGG, 100 steps, Adam lr 0.01

@@ -31,12 +31,12 @@ import torch
 
 from pipeline.device import select_device
 from pipeline.latent.inversion import OptimisationSettings, optimise_latent, w_spread
-from pipeline.networks.perceptual import VGGConfig, feature_mse, lpips_like_distance, random_vgg16_features
+from pipeline.networks.perceptual import VGGConfig, feature_mse, lpips_like_distance
 from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
 from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
 from pipeline.remover import FEATURE_TAP, cached_target_distance, diffuse_features, to_uint8
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import random_vgg16_features, seeded_state_dict
 
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
 NECK_BOX = (slice(640, 900), slice(380, 660))  # a neck-sized region of the 1024² crop for the diffuse mask

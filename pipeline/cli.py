@@ -46,7 +46,6 @@ from tqdm.auto import tqdm
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
 from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
-from pipeline.models import STAND_IN_NOTE
 from pipeline.remover import DoubleChinRemover, FaceEdit, RemovalResult
 from pipeline.settings import (
     INVERSIONS,
@@ -57,6 +56,7 @@ from pipeline.settings import (
     RemovalSettings,
     default_settings,
 )
+from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
 

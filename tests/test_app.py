@@ -29,9 +29,9 @@ import pipeline.remover as remover_module
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
 from pipeline.errors import WeightsError
 from pipeline.faces.decode import decode_upload
-from pipeline.models import STAND_IN_NOTE
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import RemovalSettings
+from pipeline.weights.stand_in import STAND_IN_NOTE
 
 # Gradio's queue uses pandas APIs that pandas 3 deprecates; not ours to fix.
 pytestmark = [

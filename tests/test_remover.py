@@ -15,15 +15,14 @@ from pipeline.config import EXAMPLES_DIR
 from pipeline.errors import PipelineError
 from pipeline.faces.align import Face
 from pipeline.latent.editing import edit_latent_auto, load_boundary
-from pipeline.models import STAND_IN_NOTE
-from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance, random_vgg16_features
+from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
 from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.refinement.neck_mask import landmark_neck_mask
 from pipeline.remover import DoubleChinRemover, RemovalResult, cached_target_distance, diffuse_features
 from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
 from pipeline.weights.registry import REGISTRY
-from pipeline.weights.stand_in import MARKER_FILENAME
+from pipeline.weights.stand_in import MARKER_FILENAME, STAND_IN_NOTE, random_vgg16_features
 
 PHOTO_SIZE = (900, 760)  # (width, height) of the test photo: not square, not 1024, face off-centre
 CROP = 1024

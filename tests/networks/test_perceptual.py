@@ -20,9 +20,8 @@ from pipeline.networks.perceptual import (
     load_vgg16_features,
     lpips_like_distance,
     perceptual_distance,
-    random_vgg16_features,
-    save_vgg16_features,
 )
+from pipeline.weights.stand_in import random_vgg16_features, save_vgg16_features
 
 # the real file's classifier keys, with tiny shapes and deliberately odd dtypes: they must never be read
 CLASSIFIER_KEYS = {
