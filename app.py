@@ -623,11 +623,11 @@ def render_sweep(remover: DoubleChinRemover, edit: FaceEdit, settings: RemovalSe
     """
     prepared = edit.prepared
     boundary = remover.boundary(settings.boundary, settings.boundary_variant)
-    alpha_end = edit.auto_strength.mean_alpha if edit.auto_strength is not None else settings.strength
+    end_strength = edit.auto_strength.mean_strength if edit.auto_strength is not None else settings.strength
     codes = strength_sweep(
         prepared.w_plus,
         boundary,
-        alpha_end=float(alpha_end),
+        end_strength=float(end_strength),
         steps=frames,
         mix_layers=settings.effective_mix_layers,
         mix_ratio=settings.mix_ratio,

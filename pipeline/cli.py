@@ -43,6 +43,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.config import NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
 from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
@@ -51,6 +52,7 @@ from pipeline.settings import (
     INVERSIONS,
     MAX_STEPS,
     METHODS,
+    SEED_MAX,
     STRENGTH_MAX,
     STRENGTH_MIN,
     RemovalSettings,
@@ -75,12 +77,7 @@ OUTPUT_FILE_MODE = 0o644  # rw-r--r--, like a file written with the default umas
 DEFAULT_VARIANT = {"fine": "all", "coarse": "psi_0.8"}  # fine/all: official commands; coarse: ours (ψ=0.8 SVM has
 # the higher logged validation accuracy, 88.9 % vs 86.7 %; METHOD.md §4)
 LAYER_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-NUM_LAYERS = 18
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
-STAND_IN_WARNING = (
-    "WARNING: the weights folder holds small random stand-in weights, so these outputs are NOT a real result "
-    "(for testing only). Download the real weights to remove double chins (see README)."
-)
+STAND_IN_WARNING = f"WARNING: {STAND_IN_NOTE} Download the real weights to remove double chins (see README)."
 
 
 class UsageError(Exception):
@@ -143,7 +140,7 @@ def _steps(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    return _non_negative_int(text, MAX_SEED)
+    return _non_negative_int(text, SEED_MAX)
 
 
 def _face_number(text: str) -> int:
@@ -171,8 +168,8 @@ def parse_layers(text: str) -> tuple[int, ...]:
             raise argparse.ArgumentTypeError(f'expected layers like "7-17" or "6,8-17" or "none", got {text!r}')
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
-        if not 0 <= first <= last < NUM_LAYERS:
-            raise argparse.ArgumentTypeError(f"layers must be ranges within 0-{NUM_LAYERS - 1}, got {part.strip()!r}")
+        if not 0 <= first <= last < NUM_WS:
+            raise argparse.ArgumentTypeError(f"layers must be ranges within 0-{NUM_WS - 1}, got {part.strip()!r}")
         layers.update(range(first, last + 1))
     return tuple(sorted(layers))
 
@@ -201,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strength",
         type=_strength,
         metavar="S",
-        help=f"edit strength α from {STRENGTH_MAX:g} (no change) to {STRENGTH_MIN:g} (strongest); default "
+        help=f"edit strength from {STRENGTH_MAX:g} (no change) to {STRENGTH_MIN:g} (strongest); default "
         f"{RemovalSettings().strength:g}",
     )
     how_strong.add_argument(
@@ -420,7 +417,7 @@ def result_files(
     """Encode a result into its output files (path → bytes) and return them with the JSON summary."""
     indices = sorted(result.edits)
     files: dict[Path, bytes] = {plan.result: png_bytes(result.image)}
-    codes = np.concatenate([result.edits[i].w_final.reshape(1, NUM_LAYERS, -1) for i in indices]).astype(np.float32)
+    codes = np.concatenate([result.edits[i].w_final.reshape(1, NUM_WS, -1) for i in indices]).astype(np.float32)
     files[plan.codes] = npy_bytes(codes)
     stage_names: dict[str, dict[str, str]] = {}
     if save_stages:
@@ -431,9 +428,6 @@ def result_files(
                 files[path] = png_bytes(image)
                 stage_names[str(index)][stage] = path.name
     summary: dict[str, object] = {"input": plan.source.name, **result.summary()}
-    summary["stand_in_weights"] = result.stand_in
-    if result.stand_in:
-        summary["warning"] = STAND_IN_NOTE
     summary["total_s"] = round(seconds, 3)
     summary["w_plus_rows"] = {str(index): row for row, index in enumerate(indices)}
     summary["outputs"] = {

@@ -24,9 +24,9 @@ import dlib
 import numpy as np
 from PIL import Image
 
-from pipeline.config import ALIGNED_SIZE
+from pipeline.config import ALIGNED_SIZE, NUM_LANDMARKS
 from pipeline.errors import FaceTooSmallError, NoFaceError
-from pipeline.faces.landmarks import DEFAULT_DETECTION, NUM_LANDMARKS, DetectionConfig, detect_landmarks
+from pipeline.faces.landmarks import DEFAULT_DETECTION, DetectionConfig, detect_landmarks
 
 logger = logging.getLogger(__name__)
 

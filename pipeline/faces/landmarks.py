@@ -28,6 +28,7 @@ import cv2
 import dlib
 import numpy as np
 
+from pipeline.config import NUM_LANDMARKS
 from pipeline.errors import WeightsError
 from pipeline.weights.download import resolve_weight
 from pipeline.weights.registry import REGISTRY
@@ -38,7 +39,6 @@ LANDMARKS_WEIGHT_KEY = "dlib_landmarks"  # entry of the weights registry (pipeli
 MODELS_PACKAGE = REGISTRY[LANDMARKS_WEIGHT_KEY].package  # PyPI package that ships dlib's model files
 SHAPE_PREDICTOR_FILENAME = REGISTRY[LANDMARKS_WEIGHT_KEY].filename
 SHAPE_PREDICTOR_SHA256 = REGISTRY[LANDMARKS_WEIGHT_KEY].sha256  # of the uncompressed dlib.net file
-NUM_LANDMARKS = 68
 HASH_CHUNK_BYTES = 1 << 20
 PROBE_SIZE = 16  # a blank image the freshly loaded predictor is run on once, to count its points
 PIXELS_PER_UPSAMPLE = 4  # dlib's pyramid_up doubles width and height

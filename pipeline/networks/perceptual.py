@@ -40,7 +40,6 @@ __all__ = [
     "TAP_NAMES",
     "VGG16Features",
     "VGGConfig",
-    "downsample_to",
     "feature_mse",
     "load_vgg16_features",
     "lpips_like_distance",
@@ -226,18 +225,6 @@ def load_vgg16_features(
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Losses (pure functions of tensors)
-
-
-def downsample_to(images: torch.Tensor, size: int = FEATURE_LOSS_SIZE) -> torch.Tensor:
-    """Area-average (adaptive average pooling) (N, C, H, W) images down to (N, C, size, size), H, W ≥ size.
-
-    Equals the official ``AdaptiveAvgPool2d(256)``; for 1024² input it is an exact 4×4 box average.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if min(images.shape[-2:]) < size:
-        raise ValueError(f"images of size {tuple(images.shape[-2:])} are smaller than {size}; only downsampling")
-    return F.adaptive_avg_pool2d(images, size)
 
 
 def _check_pairs(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor]) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from scipy.spatial import Delaunay, QhullError
 
 from pipeline.networks.parsing import FACE_LABELS, NECK
-from pipeline.refinement.neck_mask import NUM_LANDMARKS, resize_binary_mask
+from pipeline.refinement.neck_mask import check_landmarks, resize_binary_mask
 
 __all__ = ["WarpResult", "WarpSettings", "face_and_neck_masks", "seed_points", "warp_edited_jaw"]
 
@@ -121,13 +121,7 @@ def _check_inputs(edited: np.ndarray, masks: dict[str, np.ndarray], landmarks: n
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != edited.shape[:2]:
             got = f"{mask.dtype} array of shape {mask.shape}" if isinstance(mask, np.ndarray) else type(mask)
             raise ValueError(f"{name} must be an {edited.shape[:2]} bool mask (the image size), got {got}")
-    if not isinstance(landmarks, np.ndarray) or landmarks.shape != (NUM_LANDMARKS, 2):
-        got = landmarks.shape if isinstance(landmarks, np.ndarray) else type(landmarks)
-        raise ValueError(f"landmarks must be a ({NUM_LANDMARKS}, 2) array of (x, y) pixel coordinates, got {got}")
-    points = landmarks.astype(np.float64)
-    if not np.all(np.isfinite(points)):
-        raise ValueError("landmarks must be finite")
-    return points
+    return check_landmarks(landmarks)
 
 
 # --- Control points -------------------------------------------------------------------------------------------------
