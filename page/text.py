@@ -8,11 +8,11 @@ from collections.abc import Callable
 import gradio as gr
 import numpy as np
 
-from pipeline import REGISTRY, FaceEdit, WeightsError, format_status, mask_overlay, weights_status
+from pipeline import REGISTRY, STAND_IN_NOTE, FaceEdit, WeightsError, format_status, mask_overlay, weights_status
 
 STAND_IN_BANNER = (
-    "**Small random stand-in weights: results are not real.** They exist to test the app offline; point "
-    "`C2F_WEIGHTS_DIR` at the real weights (or let the app download them) for real results."
+    f"**{STAND_IN_NOTE}** They exist to test the app offline; point `C2F_WEIGHTS_DIR` at the real weights (or let "
+    "the app download them) for real results."
 )
 STAGE_PROGRESS = {  # pipeline stage → (fraction done when it starts, label shown to the user)
     "detect": (0.03, "Finding faces"),
