@@ -22,16 +22,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.weights.registry import (
-    REGISTRY,
-    FileFormat,
-    WeightSpec,
-    get_spec,
-    hub_download_url,
-    resolve_repo_id,
-    resolve_revision,
-    resolve_weights_dir,
-)
+from pipeline.weights.registry import REGISTRY, FileFormat, WeightSpec, download_url, get_spec, resolve_weights_dir
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +282,7 @@ def weights_status(
 
 def _missing_detail(spec: WeightSpec, directory: Path) -> str:
     where = f"not in {directory}" + (f" nor in the {spec.package} package" if spec.package else "")
-    url = hub_download_url(resolve_repo_id(spec), resolve_revision(spec), spec.filename)
+    url = download_url(spec)
     return f"{where}; download {url} into that folder"
 
 
