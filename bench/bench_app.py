@@ -7,7 +7,7 @@ Run by hand from the repository root::
 The app is imported exactly as the Space imports it (models load at import, ``C2F_*`` environment), with small random
 stand-in weights (written to a temporary folder unless ``--weights-dir`` is given). ``--full-generator`` swaps in a
 randomly initialised StyleGAN2 generator of the real FFHQ 1024² size (the fixture recipe of
-``pipeline.weights.stand_in_seeds``), so the edit renders cost what they cost with the real weights. One call of
+``pipeline.weights.stand_in``), so the edit renders cost what they cost with the real weights. One call of
 ``RemovalApp.remove_double_chin`` fills the cache (alignment + inversion); then each timed call changes only the
 strength, which is what releasing the slider does (``apply_if_photo`` calls the same method). The time includes the
 edit, the neck refinement, the paste-back at full size and writing the PNG/NPY/JSON outputs; it excludes Gradio's own
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
 import resource
 import statistics
@@ -28,32 +27,17 @@ from pathlib import Path
 
 import torch
 
+from bench.common import import_app
 from pipeline.config import EXAMPLES_DIR
 from pipeline.faces.decode import decode_upload
 from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
 from pipeline.remover import DoubleChinRemover
-from pipeline.weights.stand_in import write_stand_in_weights
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict, write_stand_in_weights
 
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
 STRENGTHS = (-2.0, -3.5, -5.0, -6.5, -8.0)  # the timed slider positions, in turn
 FIRST_STRENGTH = -4.0  # the run that fills the cache (not timed)
 EDIT_STAGES = ("detect", "edit", "mask", "refine_warp", "refine_diffuse", "paste_back")
-
-
-def import_app(weights_dir: Path, temp_dir: Path) -> object:
-    """Import app.py as the Space does, pointed at ``weights_dir`` on the CPU, offline."""
-    os.environ.update(
-        {
-            "C2F_WEIGHTS_DIR": str(weights_dir),
-            "C2F_DEVICE": "cpu",
-            "C2F_ALLOW_DOWNLOAD": "0",
-            "HF_HUB_OFFLINE": "1",
-            "GRADIO_TEMP_DIR": str(temp_dir),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-        }
-    )
-    return importlib.import_module("app")
 
 
 def with_full_size_generator(remover: DoubleChinRemover) -> DoubleChinRemover:

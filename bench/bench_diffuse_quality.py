@@ -49,7 +49,8 @@ from pipeline.faces.align import find_faces
 from pipeline.faces.decode import decode_image
 from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.models import load_models
-from pipeline.networks.perceptual import VGGConfig, feature_mse, random_vgg16_features
+from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, VGGConfig, feature_mse
+from pipeline.networks.pixels import to_uint8
 from pipeline.networks.stylegan2 import (
     Generator,
     GeneratorConfig,
@@ -60,10 +61,9 @@ from pipeline.networks.stylegan2 import state_dict_layout as generator_layout
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
 from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
 from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, neck_mask
-from pipeline.remover import FEATURE_TAP, cached_target_distance, diffuse_features, to_uint8
+from pipeline.remover import cached_target_distance, diffuse_features
 from pipeline.settings import MIX_LAYERS_DIFFUSE
-from pipeline.weights.stand_in import stand_in_e4e_checkpoint
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import random_vgg16_features, seeded_state_dict, stand_in_e4e_checkpoint
 
 STRENGTH = -5.0  # README / main_warp.py default
 REFERENCE = "1024/256/100/0.01"  # official: 1024² render, AdaptiveAvgPool2d(256) before VGG, 100 steps, Adam lr 0.01
@@ -127,7 +127,7 @@ def scene(name: str, generator: Generator) -> dict[str, np.ndarray]:
     landmarks = find_faces(photo)[0].landmarks
     region = neck_mask(synthetic_labels(landmarks, photo.shape[0]), landmarks, settings=NECK_MASK_DIFFUSE)
     boundary = load_boundary("fine", "all", boundaries_dir=BOUNDARIES_DIR)
-    edited_code = edit_latent(code, boundary, alpha=STRENGTH, mix_layers=MIX_LAYERS_DIFFUSE)
+    edited_code = edit_latent(code, boundary, strength=STRENGTH, mix_layers=MIX_LAYERS_DIFFUSE)
     with torch.inference_mode():
         edited = to_uint8(generator.synthesis(torch.from_numpy(edited_code)))
         start = to_uint8(generator.synthesis(torch.from_numpy(code)))
@@ -143,7 +143,7 @@ def scene(name: str, generator: Generator) -> dict[str, np.ndarray]:
 
 def refine(generator: Generator, vgg: torch.nn.Module, case: dict, options: DiffuseSettings) -> tuple[dict, float]:
     distance = cached_target_distance(
-        partial(diffuse_features, vgg, size=options.feature_size), partial(feature_mse, tap=FEATURE_TAP)
+        partial(diffuse_features, vgg, size=options.feature_size), partial(feature_mse, tap=DIFFUSE_FEATURE_TAP)
     )
     start = time.perf_counter()
     result = diffuse_refine(generator, distance, case["target"], 1.0 - case["blend"], case["code"], settings=options)
@@ -174,7 +174,7 @@ def official_objective(generator: Generator, vgg: torch.nn.Module, case: dict, c
         weight = torch.from_numpy(1.0 - case["blend"])[None, None]
         pixel = ((target - render) * weight).square().mean()
         features = partial(diffuse_features, vgg, size=options.feature_size)
-        feature = feature_mse(features(render), features(target), tap=FEATURE_TAP)
+        feature = feature_mse(features(render), features(target), tap=DIFFUSE_FEATURE_TAP)
         return float(pixel + options.feature_weight * feature)
 
 

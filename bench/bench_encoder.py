@@ -31,7 +31,7 @@ from pipeline.networks.encoder import (
     encoder_input,
     invert_with_encoder,
 )
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict
 
 TARGET_SECONDS = 1.0
 

@@ -2,7 +2,7 @@
 
 Run by hand from the repository root: ``.venv/bin/python -m bench.bench_generator [--runs 10] [--threads 2]
 [--device cpu] [--config ffhq]``.
-Prints median, min/max and peak RSS. The weights follow the fixture recipe (``weights.stand_in_seeds``), so the
+Prints median, min/max and peak RSS. The weights follow the fixture recipe (``weights.stand_in``), so the
 work done is exactly that of the real 1024² config-f generator.
 
 The top levels allocate 64–128 MB activations; glibc serves blocks that large with fresh ``mmap`` pages, so page
@@ -23,7 +23,7 @@ import torch
 
 from pipeline.device import select_device
 from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict
 
 CONFIGS = {"ffhq": GeneratorConfig.ffhq, "tiny": GeneratorConfig.tiny}
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux

@@ -37,9 +37,10 @@ from pipeline.faces.decode import decode_upload
 from pipeline.latent.inversion import OptimisationSettings, autocast_dtype, optimise_latent
 from pipeline.networks.encoder import encoder_input
 from pipeline.networks.parsing import parser_input
-from pipeline.networks.perceptual import feature_mse, lpips_like_distance
-from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine, to_model_range
-from pipeline.remover import FEATURE_TAP, DoubleChinRemover, cached_target_distance, diffuse_features, to_uint8
+from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, feature_mse, lpips_like_distance
+from pipeline.networks.pixels import to_model_range, to_uint8
+from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
+from pipeline.remover import DoubleChinRemover, cached_target_distance, diffuse_features
 from pipeline.settings import default_settings
 
 Timer = Callable[[Callable[[], object], int], list[float]]
@@ -115,7 +116,9 @@ def measure(device: torch.device, weights: str, args: argparse.Namespace, timer:
     region = np.zeros(target.shape[:2], dtype=np.float32)
     region[640:900, 380:660] = 1.0
     start_code = (code + 0.1 * torch.randn_like(code)).cpu().numpy()
-    distance = cached_target_distance(partial(diffuse_features, models.vgg), partial(feature_mse, tap=FEATURE_TAP))
+    distance = cached_target_distance(
+        partial(diffuse_features, models.vgg), partial(feature_mse, tap=DIFFUSE_FEATURE_TAP)
+    )
     perceptual = cached_target_distance(models.vgg, lambda a, b: lpips_like_distance(a, b).mean())
     target_tensor = to_model_range(target, device)
     results = {}

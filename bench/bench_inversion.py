@@ -31,12 +31,13 @@ import torch
 
 from pipeline.device import select_device
 from pipeline.latent.inversion import OptimisationSettings, optimise_latent, w_spread
-from pipeline.networks.perceptual import VGGConfig, feature_mse, lpips_like_distance, random_vgg16_features
+from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, VGGConfig, feature_mse, lpips_like_distance
+from pipeline.networks.pixels import to_uint8
 from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
 from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
-from pipeline.remover import FEATURE_TAP, cached_target_distance, diffuse_features, to_uint8
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.remover import cached_target_distance, diffuse_features
+from pipeline.weights.stand_in import random_vgg16_features, seeded_state_dict
 
 KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
 NECK_BOX = (slice(640, 900), slice(380, 660))  # a neck-sized region of the 1024² crop for the diffuse mask
@@ -122,7 +123,7 @@ def main() -> None:
     def lpips_mean(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
         return lpips_like_distance(a, b).mean()
 
-    extract_diffuse, compare_diffuse = partial(diffuse_features, vgg), partial(feature_mse, tap=FEATURE_TAP)
+    extract_diffuse, compare_diffuse = partial(diffuse_features, vgg), partial(feature_mse, tap=DIFFUSE_FEATURE_TAP)
     if args.uncached:  # the target's features recomputed every step (as before the remover cached them)
         perceptual = lambda a, b: lpips_mean(vgg(a), vgg(b))  # noqa: E731
         feature_distance = lambda a, b: compare_diffuse(extract_diffuse(a), extract_diffuse(b))  # noqa: E731

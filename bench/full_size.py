@@ -5,7 +5,7 @@ architecture without the real (licensed, 1.4 GB) files:
 
 - ``e4e_ffhq_encode.pt``: the full IR-SE-50 e4e encoder (``Encoder4Editing(EncoderConfig())``) and the full FFHQ
   config-f generator (``GeneratorConfig.ffhq()``) under ``encoder.*`` / ``decoder.*``, with ``latent_avg`` and
-  ``opts`` as the released file (~1.2 GB), drawn with :func:`pipeline.weights.stand_in_seeds.seeded_state_dict`;
+  ``opts`` as the released file (~1.2 GB), drawn with :func:`pipeline.weights.stand_in.seeded_state_dict`;
 - ``79999_iter.pth``: the full BiSeNet face parser;
 - ``model.safetensors``: the full-width VGG16 conv stack (:func:`pipeline.networks.perceptual.random_vgg16_features`).
 
@@ -34,13 +34,18 @@ import torch
 from PIL import Image
 
 from pipeline.config import EXAMPLES_DIR, PARSER_INPUT_SIZE
-from pipeline.models import STAND_IN_OPTION
 from pipeline.networks.encoder import Encoder4Editing, EncoderConfig
 from pipeline.networks.parsing import BACKGROUND, NECK, NUM_CLASSES, SKIN, BiSeNet
-from pipeline.networks.perceptual import VGGConfig, random_vgg16_features, save_vgg16_features
+from pipeline.networks.perceptual import VGGConfig
 from pipeline.networks.stylegan2 import Generator, GeneratorConfig, state_dict_layout
 from pipeline.weights.registry import REGISTRY
-from pipeline.weights.stand_in_seeds import FIXTURE_SEED, seeded_state_dict
+from pipeline.weights.stand_in import (
+    FIXTURE_SEED,
+    STAND_IN_OPTION,
+    random_vgg16_features,
+    save_vgg16_features,
+    seeded_state_dict,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ The folders follow the method's figure, left to right:
 - :mod:`pipeline.latent`: W+ inversion (optimisation) and the boundary edit with style mixing.
 - :mod:`pipeline.refinement`: the neck mask, the jaw warp, the masked W+ "diffuse" optimisation and compositing.
 - :mod:`pipeline.weights`: where every pretrained file comes from, its checks, stand-in weights and its CLI.
-- :mod:`pipeline.remover`: :class:`DoubleChinRemover`, the one orchestrator every front end calls.
+- :mod:`pipeline.remover`: :class:`DoubleChinRemover`, the one orchestrator every front end calls;
+  :mod:`pipeline.settings` its settings; :mod:`pipeline.models` loads every model from one weights folder.
 
-Everything a caller needs is importable from here::
+Everything a caller needs is importable from here (the app imports nothing else)::
 
     from pipeline import DoubleChinRemover, RemovalSettings
 
@@ -22,13 +23,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# public name -> module that defines it
+# public name -> module that defines it (the app and the CLI import only these)
 _EXPORTS: dict[str, str] = {
     "DoubleChinRemover": "pipeline.remover",
     "RemovalResult": "pipeline.remover",
     "FaceEdit": "pipeline.remover",
     "PreparedFace": "pipeline.remover",
+    "add_timings": "pipeline.remover",
     "RemovalSettings": "pipeline.settings",
+    "default_settings": "pipeline.settings",
+    "MAX_STEPS": "pipeline.settings",
+    "SEED_MAX": "pipeline.settings",
+    "STRENGTH_MAX": "pipeline.settings",
+    "STRENGTH_MIN": "pipeline.settings",
     "PipelineError": "pipeline.errors",
     "InputImageError": "pipeline.errors",
     "NoFaceError": "pipeline.errors",
@@ -36,11 +43,38 @@ _EXPORTS: dict[str, str] = {
     "LatentCodeError": "pipeline.errors",
     "WeightsError": "pipeline.errors",
     "CheckpointFormatError": "pipeline.errors",
+    "CHECKPOINTS_DIR": "pipeline.config",
+    "EXAMPLES_DIR": "pipeline.config",
+    "NUM_WS": "pipeline.config",
+    "select_device": "pipeline.device",
+    "DecodedImage": "pipeline.faces.decode",
+    "decode_upload": "pipeline.faces.decode",
+    "Face": "pipeline.faces.align",
+    "MAX_LATENT_FILE_BYTES": "pipeline.latent.editing",
+    "load_latent_code": "pipeline.latent.editing",
+    "mask_overlay": "pipeline.refinement.compositing",
+    "REGISTRY": "pipeline.weights.registry",
+    "resolve_weights_dir": "pipeline.weights.registry",
+    "format_status": "pipeline.weights.checks",
+    "weights_status": "pipeline.weights.checks",
+    "STAND_IN_NOTE": "pipeline.weights.stand_in",
 }
 
 __all__ = [
+    "CHECKPOINTS_DIR",
+    "EXAMPLES_DIR",
+    "MAX_LATENT_FILE_BYTES",
+    "MAX_STEPS",
+    "NUM_WS",
+    "REGISTRY",
+    "SEED_MAX",
+    "STAND_IN_NOTE",
+    "STRENGTH_MAX",
+    "STRENGTH_MIN",
     "CheckpointFormatError",
+    "DecodedImage",
     "DoubleChinRemover",
+    "Face",
     "FaceEdit",
     "FaceTooSmallError",
     "InputImageError",
@@ -51,9 +85,20 @@ __all__ = [
     "RemovalResult",
     "RemovalSettings",
     "WeightsError",
+    "add_timings",
+    "decode_upload",
+    "default_settings",
+    "format_status",
+    "load_latent_code",
+    "mask_overlay",
+    "resolve_weights_dir",
+    "select_device",
+    "weights_status",
 ]
 
 if TYPE_CHECKING:
+    from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
+    from pipeline.device import select_device
     from pipeline.errors import (
         CheckpointFormatError,
         FaceTooSmallError,
@@ -63,8 +108,15 @@ if TYPE_CHECKING:
         PipelineError,
         WeightsError,
     )
-    from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult
-    from pipeline.settings import RemovalSettings
+    from pipeline.faces.align import Face
+    from pipeline.faces.decode import DecodedImage, decode_upload
+    from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code
+    from pipeline.refinement.compositing import mask_overlay
+    from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult, add_timings
+    from pipeline.settings import MAX_STEPS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
+    from pipeline.weights.checks import format_status, weights_status
+    from pipeline.weights.registry import REGISTRY, resolve_weights_dir
+    from pipeline.weights.stand_in import STAND_IN_NOTE
 
 
 def __getattr__(name: str) -> Any:

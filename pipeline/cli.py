@@ -43,20 +43,22 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.config import NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
 from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
-from pipeline.models import STAND_IN_NOTE
 from pipeline.remover import DoubleChinRemover, FaceEdit, RemovalResult
 from pipeline.settings import (
     INVERSIONS,
     MAX_STEPS,
     METHODS,
+    SEED_MAX,
     STRENGTH_MAX,
     STRENGTH_MIN,
     RemovalSettings,
     default_settings,
 )
+from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +76,9 @@ STAGE_FILE_PATTERN = r"_face\d+_(?:" + "|".join(STAGE_NAMES) + r")\.png"
 OUTPUT_FILE_MODE = 0o644  # rw-r--r--, like a file written with the default umask (temporary files start at 0600)
 DEFAULT_VARIANT = {"fine": "all", "coarse": "psi_0.8"}  # fine/all: official commands; coarse: ours (ψ=0.8 SVM has
 # the higher logged validation accuracy, 88.9 % vs 86.7 %; METHOD.md §4)
+PLAIN_OPTIONS = ("method", "inversion", "boundary_variant", "mix_layers", "seed")  # option = RemovalSettings field
 LAYER_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-NUM_LAYERS = 18
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
-STAND_IN_WARNING = (
-    "WARNING: the weights folder holds small random stand-in weights, so these outputs are NOT a real result "
-    "(for testing only). Download the real weights to remove double chins (see README)."
-)
+STAND_IN_WARNING = f"WARNING: {STAND_IN_NOTE} Download the real weights to remove double chins (see README)."
 
 
 class UsageError(Exception):
@@ -143,7 +141,7 @@ def _steps(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    return _non_negative_int(text, MAX_SEED)
+    return _non_negative_int(text, SEED_MAX)
 
 
 def _face_number(text: str) -> int:
@@ -171,8 +169,8 @@ def parse_layers(text: str) -> tuple[int, ...]:
             raise argparse.ArgumentTypeError(f'expected layers like "7-17" or "6,8-17" or "none", got {text!r}')
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
-        if not 0 <= first <= last < NUM_LAYERS:
-            raise argparse.ArgumentTypeError(f"layers must be ranges within 0-{NUM_LAYERS - 1}, got {part.strip()!r}")
+        if not 0 <= first <= last < NUM_WS:
+            raise argparse.ArgumentTypeError(f"layers must be ranges within 0-{NUM_WS - 1}, got {part.strip()!r}")
         layers.update(range(first, last + 1))
     return tuple(sorted(layers))
 
@@ -201,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strength",
         type=_strength,
         metavar="S",
-        help=f"edit strength α from {STRENGTH_MAX:g} (no change) to {STRENGTH_MIN:g} (strongest); default "
+        help=f"edit strength from {STRENGTH_MAX:g} (no change) to {STRENGTH_MIN:g} (strongest); default "
         f"{RemovalSettings().strength:g}",
     )
     how_strong.add_argument(
@@ -263,38 +261,28 @@ def settings_from_args(args: argparse.Namespace, device: torch.device) -> Remova
         UsageError: contradictory options (e.g. ``--refine-steps`` with ``--method warp``).
         ValueError: values :class:`RemovalSettings` rejects (e.g. ``--auto`` with the coarse boundary).
     """
+    if args.refine_steps is not None and args.method not in (None, "diffuse"):
+        raise UsageError("--refine-steps sets the diffuse refinement; it does nothing with --method warp")
+    if args.code is not None and (args.inversion is not None or args.inversion_steps is not None):
+        raise UsageError("--code replaces the inversion; leave out --inversion and --inversion-steps")
+    if args.inversion_steps is not None and args.inversion not in (None, "optimise"):
+        raise UsageError("--inversion-steps sets the W+ optimisation; it does nothing with --inversion encoder")
     changes: dict[str, object] = {}
     if args.auto:
         changes["auto_strength"] = True
     elif args.strength is not None:
         changes["strength"] = args.strength
-    if args.method is not None:
-        changes["method"] = args.method
-    if args.refine_steps is not None:
-        if args.method not in (None, "diffuse"):
-            raise UsageError("--refine-steps sets the diffuse refinement; it does nothing with --method warp")
+    if args.refine_steps is not None:  # implies the diffuse method
         changes.update(method="diffuse", refine_steps=args.refine_steps)
-    if args.code is not None and (args.inversion is not None or args.inversion_steps is not None):
-        raise UsageError("--code replaces the inversion; leave out --inversion and --inversion-steps")
-    if args.inversion is not None:
-        changes["inversion"] = args.inversion
-    if args.inversion_steps is not None:
-        if args.inversion not in (None, "optimise"):
-            raise UsageError("--inversion-steps sets the W+ optimisation; it does nothing with --inversion encoder")
+    if args.inversion_steps is not None:  # implies the optimised inversion
         changes.update(inversion="optimise", inversion_steps=args.inversion_steps)
     if args.boundary is not None:
-        changes["boundary"] = args.boundary
-        changes["boundary_variant"] = DEFAULT_VARIANT[args.boundary]
-    if args.boundary_variant is not None:
-        changes["boundary_variant"] = args.boundary_variant
-    if args.mix_layers is not None:
-        changes["mix_layers"] = args.mix_layers
+        changes.update(boundary=args.boundary, boundary_variant=DEFAULT_VARIANT[args.boundary])
     if args.face is not None:
         changes["face_index"] = args.face - 1
     if args.all_faces:
         changes["all_faces"] = True
-    if args.seed is not None:
-        changes["seed"] = args.seed
+    changes.update({name: getattr(args, name) for name in PLAIN_OPTIONS if getattr(args, name) is not None})
     return dataclasses.replace(default_settings(device), **changes)
 
 
@@ -420,7 +408,7 @@ def result_files(
     """Encode a result into its output files (path → bytes) and return them with the JSON summary."""
     indices = sorted(result.edits)
     files: dict[Path, bytes] = {plan.result: png_bytes(result.image)}
-    codes = np.concatenate([result.edits[i].w_final.reshape(1, NUM_LAYERS, -1) for i in indices]).astype(np.float32)
+    codes = np.concatenate([result.edits[i].w_final.reshape(1, NUM_WS, -1) for i in indices]).astype(np.float32)
     files[plan.codes] = npy_bytes(codes)
     stage_names: dict[str, dict[str, str]] = {}
     if save_stages:
@@ -431,9 +419,6 @@ def result_files(
                 files[path] = png_bytes(image)
                 stage_names[str(index)][stage] = path.name
     summary: dict[str, object] = {"input": plan.source.name, **result.summary()}
-    summary["stand_in_weights"] = result.stand_in
-    if result.stand_in:
-        summary["warning"] = STAND_IN_NOTE
     summary["total_s"] = round(seconds, 3)
     summary["w_plus_rows"] = {str(index): row for row, index in enumerate(indices)}
     summary["outputs"] = {

@@ -1,6 +1,7 @@
-"""Loading every network the pipeline needs, once, onto one device.
+"""Loading every model the pipeline needs, once, onto one device, from one weights folder.
 
-The e4e checkpoint (~1.2 GB) is read a single time and gives both the encoder and the StyleGAN2 generator. The face
+The e4e checkpoint (~1.2 GB) is read a single time and gives both the encoder and the StyleGAN2 generator. The dlib
+68-point landmark model is resolved through the same folder and download options as the networks. The face
 parser and VGG16 are optional: without the parser the neck mask falls back to landmarks and skin colour, without VGG16
 the optimisation-based stages (quality inversion, diffuse refinement) are unavailable. Each missing piece is reported
 in ``notes`` rather than hidden.
@@ -15,25 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import dlib
 import torch
 
 from pipeline.device import select_device
 from pipeline.errors import WeightsError
+from pipeline.faces.landmarks import LANDMARKS_WEIGHT_KEY, load_shape_predictor
 from pipeline.networks.checkpoint_io import read_torch_checkpoint
 from pipeline.networks.encoder import Encoder4Editing, encoder_from_checkpoint
 from pipeline.networks.parsing import BiSeNet, load_parser
 from pipeline.networks.perceptual import VGG16Features, load_vgg16_features
 from pipeline.networks.stylegan2 import Generator, generator_from_checkpoint
-from pipeline.weights.registry import resolve_weight
+from pipeline.weights.download import resolve_weight
+from pipeline.weights.stand_in import STAND_IN_NOTE, is_stand_in
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-STAND_IN_OPTION = "c2f_stand_in"  # key in the e4e checkpoint's "opts" marking seeded random stand-in weights
-STAND_IN_NOTE = (
-    "These are small random stand-in weights for testing, not the real models: the result is NOT a real "
-    "double-chin removal."
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,16 +41,11 @@ class Models:
     device: torch.device
     generator: Generator
     encoder: Encoder4Editing
+    landmarks: dlib.shape_predictor  # the 68-point model that places the landmarks of every detected face
     parser: BiSeNet | None
     vgg: VGG16Features | None
     stand_in: bool  # True when the weights are seeded random stand-ins (results are not real)
     notes: tuple[str, ...]  # user-facing remarks on degraded capabilities
-
-
-def is_stand_in(checkpoint: dict[str, object]) -> bool:
-    """Whether an e4e checkpoint was written by ``make-test-weights`` (its opts carry the stand-in flag)."""
-    opts = checkpoint.get("opts")
-    return isinstance(opts, dict) and bool(opts.get(STAND_IN_OPTION, False))
 
 
 def load_models(
@@ -87,6 +80,8 @@ def load_models(
     def resolve(key: str) -> Path:
         return resolve_weight(key, weights_dir=weights_dir, allow_download=allow_download)
 
+    landmarks = load_shape_predictor(resolve(LANDMARKS_WEIGHT_KEY))
+
     parser = _optional(
         lambda: load_parser(resolve("face_parser"), device),
         "The face parser is unavailable, so the neck mask comes from landmarks and skin colour (less precise).",
@@ -97,7 +92,7 @@ def load_models(
         "VGG16 weights are unavailable, so the optimisation-based modes (quality inversion, diffuse) are disabled.",
         notes,
     )
-    return Models(device, generator, encoder, parser, vgg, stand_in, tuple(notes))
+    return Models(device, generator, encoder, landmarks, parser, vgg, stand_in, tuple(notes))
 
 
 def _optional(load: Callable[[], T], note: str, notes: list[str]) -> T | None:

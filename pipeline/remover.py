@@ -1,9 +1,17 @@
-"""The end-to-end double-chin remover: photo in, photo out, every intermediate kept.
+"""The end-to-end double-chin remover: photo in, photo out, every intermediate kept. The one orchestrator.
 
 Stages (METHOD.md §1): decode → detect → FFHQ-align → invert to W+ → boundary edit + style mixing → neck mask →
-refine (warp or diffuse) → paste back into the full photo. The two halves are separate methods so a caller (the app)
-can cache :meth:`DoubleChinRemover.prepare` (alignment and inversion, the expensive part) and re-run only
-:meth:`DoubleChinRemover.edit` when the strength or the method changes.
+refine (warp or diffuse) → paste back into the full photo. :meth:`DoubleChinRemover.__call__` runs them all; the same
+steps are public methods so that a front end that must split them (the app detects in its main process, runs the
+models in a GPU worker and caches the inversion) calls exactly the same code:
+
+1. :meth:`~DoubleChinRemover.detect` and :meth:`~DoubleChinRemover.select_faces`;
+2. :meth:`~DoubleChinRemover.prepare`: alignment and inversion, the expensive part (cache it under
+   ``(photo, face, *settings.inversion_key(w_plus))``);
+3. :meth:`~DoubleChinRemover.edit`: boundary edit, neck mask and refinement (and :meth:`~DoubleChinRemover.sweep`
+   for a strength animation);
+4. :meth:`~DoubleChinRemover.finish`: paste back into the photo, notes (the stand-in warning included) →
+   :class:`RemovalResult`, whose :meth:`~RemovalResult.summary` every front end writes out.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from tqdm.auto import tqdm
 from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR, PARSER_INPUT_SIZE
 from pipeline.errors import PipelineError, WeightsError
 from pipeline.faces.align import AlignedFace, Face, align_face, find_faces
-from pipeline.faces.decode import ImageSource, decode_upload
+from pipeline.faces.decode import DecodedImage, ImageSource, decode_upload
 from pipeline.latent.editing import (
     AutoStrength,
     Boundary,
@@ -32,30 +40,47 @@ from pipeline.latent.editing import (
     edit_latent_auto,
     load_boundary,
     load_latent_code,
+    strength_sweep,
 )
 from pipeline.latent.inversion import OptimisationSettings, optimise_latent
 from pipeline.models import Models, load_models
 from pipeline.networks.encoder import invert_with_encoder
 from pipeline.networks.parsing import parse_labels
-from pipeline.networks.perceptual import FEATURE_LOSS_SIZE, downsample_to, feature_mse, lpips_like_distance
+from pipeline.networks.perceptual import (
+    DIFFUSE_FEATURE_TAP,
+    FEATURE_LOSS_SIZE,
+    feature_mse,
+    lpips_like_distance,
+)
+from pipeline.networks.pixels import downsample, to_model_range, to_uint8
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, FEATHER_WARP, composite, feather_mask
-from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine, to_model_range
+from pipeline.refinement.diffuse import CPU_DIFFUSE, CPU_RENDER_SIZE, DiffuseSettings, diffuse_refine
 from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
 from pipeline.refinement.warp import face_and_neck_masks, warp_edited_jaw
 from pipeline.settings import RemovalSettings
+from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
 
 StageCallback = Callable[[str], None]  # told the name of each stage as it starts
 StopCheck = Callable[[], bool]
-CPU_RENDER_SIZE = 256  # on CPU the optimisation loops render 256² (METHOD.md §7 renders 1024²; see refine_diffuse.py)
-FEATURE_TAP = "relu4_3"  # the diffuse loss compares VGG16 features after conv4_3 (METHOD.md §7)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) raw generator output, about [-1, 1] → (H, W, 3) uint8 RGB (official postprocess, METHOD.md §3)."""
-    pixels = (image.detach()[0].float() + 1.0) * 127.5 + 0.5
-    return pixels.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+# Every stage name ``on_stage`` is told and ``timings`` records, in pipeline order ("sweep" only for an animation).
+STAGES = (
+    "decode",
+    "detect",
+    "align",
+    "invert",
+    "optimise",
+    "reconstruct",
+    "parse",
+    "edit",
+    "mask",
+    "refine_warp",
+    "refine_diffuse",
+    "sweep",
+    "paste_back",
+)
+FACES_NOTE = "{count} faces were found; face {number} (numbered from the largest) was edited."
 
 
 def cached_target_distance(
@@ -129,6 +154,7 @@ class RemovalResult:
             "faces_edited": sorted(self.edits),
             "settings": self.settings.to_dict(),
             "stand_in_weights": self.stand_in,
+            **({"warning": STAND_IN_NOTE} if self.stand_in else {}),
             "notes": list(self.notes),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "faces": {
@@ -138,7 +164,7 @@ class RemovalResult:
                     "auto_strength": None
                     if edit.auto_strength is None
                     else {
-                        "mean_alpha": edit.auto_strength.mean_alpha,
+                        "mean_strength": edit.auto_strength.mean_strength,
                         "already_clear": edit.auto_strength.already_clear,
                     },
                     "notes": list(edit.notes),
@@ -155,8 +181,8 @@ def diffuse_features(vgg: torch.nn.Module, images: torch.Tensor, size: int = FEA
     Images already that small pass as they are.
     """
     if images.shape[-1] > size or images.shape[-2] > size:
-        images = downsample_to(images, size)
-    return vgg(images, last_tap=FEATURE_TAP)
+        images = downsample(images, size)
+    return vgg(images, last_tap=DIFFUSE_FEATURE_TAP)
 
 
 @contextmanager
@@ -225,6 +251,17 @@ class DoubleChinRemover:
 
     # 1–2. Detection and alignment ----------------------------------------------------------------------------------
 
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Every face large enough to edit, largest first, with landmarks from the loaded 68-point model.
+
+        Args:
+            image: (H, W, 3) uint8 RGB photo.
+
+        Raises:
+            NoFaceError, FaceTooSmallError: with the user-facing message.
+        """
+        return find_faces(image, predictor=self.models.landmarks)
+
     @staticmethod
     def select_faces(faces: list[Face], settings: RemovalSettings) -> list[int]:
         """Indices of the faces to edit: all, the chosen one, or the largest."""
@@ -272,7 +309,7 @@ class DoubleChinRemover:
             else:
                 code, how = invert_with_encoder(models.encoder, aligned.image, device=models.device), "encoder"
         reconstruction = None
-        if w_plus is None and settings.inversion == "optimise" and settings.inversion_steps > 0:
+        if w_plus is None and settings.optimises_inversion:
             with _timed(timings, "optimise", on_stage):
                 code, reconstruction = self._optimise(aligned.image, code, settings, should_stop)
                 how = "optimise"
@@ -345,7 +382,7 @@ class DoubleChinRemover:
                 if auto.message:
                     notes.append(auto.message)
             else:
-                w_edited = edit_latent(prepared.w_plus, boundary, alpha=settings.strength, **mix)
+                w_edited = edit_latent(prepared.w_plus, boundary, strength=settings.strength, **mix)
             edited = self.render(w_edited)
         inside = prepared.aligned.inside_mask() > 0
         with _timed(timings, "mask", on_stage):
@@ -435,7 +472,7 @@ class DoubleChinRemover:
         target = composite(prepared.aligned.image, edited, region.astype(np.float32))
         options = self.diffuse_settings(settings)
         feature_distance = cached_target_distance(
-            partial(diffuse_features, vgg, size=options.feature_size), partial(feature_mse, tap=FEATURE_TAP)
+            partial(diffuse_features, vgg, size=options.feature_size), partial(feature_mse, tap=DIFFUSE_FEATURE_TAP)
         )
 
         update, close = _tqdm_progress(
@@ -457,6 +494,69 @@ class DoubleChinRemover:
         if result.stopped_early:
             notes.append(f"The diffuse refinement was stopped after {result.steps_run} of {options.steps} steps.")
         return composite(prepared.aligned.image, to_uint8(result.render), blend), blend, result.w_plus
+
+    def sweep(
+        self, edit: FaceEdit, settings: RemovalSettings, frames: int, *, on_stage: StageCallback | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Aligned crops for strengths 0 … the edit's strength, each render blended in with the edit's neck mask.
+
+        With the automatic strength the sweep ends at its mean per-layer step (the per-layer edit, averaged).
+
+        Returns:
+            ``frames`` (1024, 1024, 3) uint8 RGB images.
+        """
+        if on_stage is not None:
+            on_stage("sweep")
+        prepared = edit.prepared
+        boundary = self.boundary(settings.boundary, settings.boundary_variant)
+        end_strength = edit.auto_strength.mean_strength if edit.auto_strength is not None else settings.strength
+        codes = strength_sweep(
+            prepared.w_plus,
+            boundary,
+            end_strength=float(end_strength),
+            steps=frames,
+            mix_layers=settings.effective_mix_layers,
+            mix_ratio=settings.mix_ratio,
+        )  # (frames, 18, 512)
+        return tuple(
+            composite(prepared.aligned.image, self.render(code[None]), edit.blend_mask)
+            for code in tqdm(codes, desc="Strength sweep", leave=False, disable=not self.progress_bars)
+        )
+
+    # 7. Paste back ---------------------------------------------------------------------------------------------------
+
+    def finish(
+        self,
+        decoded: DecodedImage,
+        faces: list[Face],
+        edits: dict[int, FaceEdit],
+        settings: RemovalSettings,
+        *,
+        timings: dict[str, float] | None = None,
+        on_stage: StageCallback | None = None,
+    ) -> RemovalResult:
+        """Paste every edited face back into the photo and gather the notes: the result every front end writes out.
+
+        Args:
+            decoded: the decoded photo (its notes are kept).
+            faces: every detected face (:meth:`detect`), largest first.
+            edits: face index → its edit (:meth:`edit`), pasted back in index order.
+            settings: the settings the edits were made with.
+            timings: seconds per stage so far (added to, with ``paste_back``).
+            on_stage: told ``"paste_back"`` as it starts.
+        """
+        timings = {} if timings is None else timings
+        output = decoded.image
+        with _timed(timings, "paste_back", on_stage):
+            for index in sorted(edits):
+                edit = edits[index]
+                output = edit.prepared.aligned.paste_back(output, edit.refined, edit.blend_mask)
+        notes = list(self.models.notes) + list(decoded.notes)
+        if len(faces) > 1 and not settings.all_faces and len(edits) == 1:
+            notes.append(FACES_NOTE.format(count=len(faces), number=next(iter(edits)) + 1))
+        for index in sorted(edits):
+            notes.extend(edits[index].notes)
+        return RemovalResult(output, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings)
 
     # The whole pipeline ---------------------------------------------------------------------------------------------
 
@@ -486,25 +586,23 @@ class DoubleChinRemover:
         with _timed(timings, "decode", on_stage):
             decoded = decode_upload(photo)
         with _timed(timings, "detect", on_stage):
-            faces = find_faces(decoded.image)
+            faces = self.detect(decoded.image)
         indices = self.select_faces(faces, settings)
         if w_plus is not None and len(indices) != 1:
             raise PipelineError("A W+ code describes one face; choose a single face when you supply a code.")
-        output = decoded.image
         edits: dict[int, FaceEdit] = {}
         for index in indices:
             prepared = self.prepare(
                 decoded.image, faces[index], settings, w_plus=w_plus, on_stage=on_stage, should_stop=should_stop
             )
             edits[index] = self.edit(prepared, settings, on_stage=on_stage, should_stop=should_stop)
-            with _timed(timings, "paste_back", on_stage):
-                output = prepared.aligned.paste_back(output, edits[index].refined, edits[index].blend_mask)
-            for stage_timings in (prepared.timings, edits[index].timings):
-                for name, seconds in stage_timings.items():
-                    timings[name] = timings.get(name, 0.0) + seconds
-        notes = list(self.models.notes) + list(decoded.notes)
-        if len(faces) > 1 and not settings.all_faces:
-            notes.append(f"{len(faces)} faces were found; face {indices[0] + 1} (largest first) was edited.")
-        for edit in edits.values():
-            notes.extend(edit.notes)
-        return RemovalResult(output, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings)
+            add_timings(timings, prepared.timings, edits[index].timings)
+        return self.finish(decoded, faces, edits, settings, timings=timings, on_stage=on_stage)
+
+
+def add_timings(total: dict[str, float], *parts: dict[str, float]) -> dict[str, float]:
+    """Add per-stage seconds of ``parts`` into ``total`` (returned)."""
+    for part in parts:
+        for name, seconds in part.items():
+            total[name] = total.get(name, 0.0) + seconds
+    return total

@@ -7,14 +7,17 @@ chosen source is named. Settings are frozen: derive variants with :func:`datacla
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from pipeline.config import NUM_WS
-from pipeline.latent.editing import BOUNDARY_VARIANTS
-from pipeline.refinement.diffuse import CPU_DIFFUSE
+from pipeline.latent.editing import BOUNDARY_VARIANTS, MIX_LAYERS_DIFFUSE, MIX_LAYERS_WARP
+from pipeline.latent.inversion import OptimisationSettings
+from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings
 
 Method = Literal["warp", "diffuse"]
 Inversion = Literal["encoder", "optimise"]
@@ -24,10 +27,9 @@ METHODS: tuple[str, ...] = ("warp", "diffuse")
 INVERSIONS: tuple[str, ...] = ("encoder", "optimise")
 STRENGTH_MIN = -8.0  # UI range 0 … −8 (METHOD.md §5, suggested slider range)
 STRENGTH_MAX = 0.0
-MIX_LAYERS_DIFFUSE = tuple(range(7, 18))  # main_diffuse.py: layers 7–17 come back from the original code
-MIX_LAYERS_WARP = tuple(range(6, 18))  # main_warp.py: layers 6–17 come back from the original code
 MAX_STEPS = 1000  # upper bound of any optimisation loop a user can ask for (the official projector's 1000 steps)
 AUTO_STRENGTH_BOUNDARY = ("fine", "all")  # the only boundary shipped with intercepts (April-2021 main_warp.py)
+SEED_MAX = 2**31 - 1  # ours: the largest seed every front end accepts (a browser number and torch both hold it)
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,9 @@ class RemovalSettings:
     mix_layers: tuple[int, ...] | None = None  # layers restored from the original code; None = the method's default
     mix_ratio: float = 1.0  # 1.0 restores those layers fully (easy_style_mixing mix_ratio=1.0 at test time)
     inversion: Inversion = "encoder"  # "encoder" = e4e only; "optimise" = e4e then W+ optimisation
-    inversion_steps: int = 50  # W+ optimisation steps after e4e (ours; the official projector runs 1000 from w_avg)
-    refine_steps: int = 100  # diffuse: Adam steps (main_diffuse.py --num_iterations)
-    refine_lr: float = 0.01  # diffuse: Adam learning rate (main_diffuse.py)
+    inversion_steps: int = OptimisationSettings.steps  # W+ optimisation steps after e4e (source: OptimisationSettings)
+    refine_steps: int = DiffuseSettings.steps  # diffuse: Adam steps (main_diffuse.py; see DiffuseSettings)
+    refine_lr: float = DiffuseSettings.learning_rate  # diffuse: Adam learning rate (main_diffuse.py)
     face_index: int | None = None  # which face (0 = largest); None = the largest
     all_faces: bool = False  # edit every detected face instead of one
     seed: int = 0  # seeds every random choice (optimisation noise), so results repeat exactly
@@ -82,6 +84,8 @@ class RemovalSettings:
             raise ValueError("mix_layers restores all 18 layers from the original code, so nothing would be edited")
         if self.face_index is not None and self.face_index < 0:
             raise ValueError(f"face_index must be 0 or more, got {self.face_index}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be between 0 and {SEED_MAX}, got {self.seed}")
 
     @property
     def effective_mix_layers(self) -> tuple[int, ...]:
@@ -89,6 +93,27 @@ class RemovalSettings:
         if self.mix_layers is not None:
             return tuple(self.mix_layers)
         return MIX_LAYERS_DIFFUSE if self.method == "diffuse" else MIX_LAYERS_WARP
+
+    @property
+    def optimises_inversion(self) -> bool:
+        """Whether the inversion runs the W+ optimisation after e4e (unless a W+ code is given)."""
+        return self.inversion == "optimise" and self.inversion_steps > 0
+
+    def inversion_key(self, w_plus: np.ndarray | None = None) -> tuple[object, ...]:
+        """What a face's W+ code depends on besides the photo: the given code, else the inversion settings.
+
+        Equal keys give equal codes, so a front end can cache :meth:`DoubleChinRemover.prepare` under
+        ``(photo, face, *settings.inversion_key(w_plus))`` and re-run only the edit when the strength, the method or
+        the mixing changes.
+
+        Args:
+            w_plus: a user-supplied (1, 18, 512) code, which replaces the inversion.
+        """
+        if w_plus is not None:
+            return ("user code", hashlib.sha256(np.ascontiguousarray(w_plus).tobytes()).hexdigest())
+        if self.optimises_inversion:
+            return ("optimise", self.inversion_steps, self.seed)
+        return ("encoder",)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict (tuples become lists)."""

@@ -7,17 +7,11 @@ often the encoder and the optimiser run (``pipeline.remover.invert_with_encoder`
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import pickle
-import socket
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -25,140 +19,31 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import pipeline.remover as remover_module
+from page import files as page_files
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
 from pipeline.errors import WeightsError
 from pipeline.faces.decode import decode_upload
-from pipeline.models import STAND_IN_NOTE
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import RemovalSettings
+from pipeline.weights.stand_in import STAND_IN_NOTE
+from tests.serving import (
+    EXAMPLE,
+    TEST_PHOTO_SIZE,
+    Served,
+    launch,
+    make_landscape,
+    make_test_photo,
+    rgb,
+)
 
-# Gradio's queue uses pandas APIs that pandas 3 deprecates; not ours to fix.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
-
-EXAMPLE = EXAMPLES_DIR / "00016.jpg"
 EXAMPLE_CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
-TEST_PHOTO_SIZE = (720, 860)  # (width, height): not square, so "same size" means something
-FACE_SIZE = 640  # side the 1024² example is resized to inside the test photo
 PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default decompression-bomb threshold
 
 
 # -- shared helpers (the browser test imports them) -----------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    """A launched demo and what the tests need to talk to it."""
-
-    app: ModuleType
-    demo: gr.Blocks
-    url: str
-    calls: Counter[str]  # how often the wrapped pipeline functions ran
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def use_stand_in_environment(monkeypatch: pytest.MonkeyPatch, weights_dir: Path, temp_dir: Path) -> None:
-    """Point app.py at stand-in weights on the CPU, offline, with its own Gradio temp folder."""
-    monkeypatch.setenv("C2F_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setenv("C2F_DEVICE", "cpu")
-    monkeypatch.setenv("C2F_ALLOW_DOWNLOAD", "0")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp_dir))
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-
-
-def import_app() -> ModuleType:
-    """Import app.py (its models load at import: once per session, with the environment set above)."""
-    app = importlib.import_module("app")
-    assert isinstance(app.LOADED, DoubleChinRemover), app.LOADED
-    assert app.LOADED.models.stand_in, "app.py was imported before with other weights"
-    return app
-
-
-def counting(calls: Counter[str], name: str, function: Callable[..., object]) -> Callable[..., object]:
-    def wrapper(*args: object, **kwargs: object) -> object:
-        calls[name] += 1
-        return function(*args, **kwargs)
-
-    return wrapper
-
-
-def launch(app: ModuleType, demo: gr.Blocks) -> str:
-    """Launch ``demo`` on a free loopback port with the shipped queue and launch options; returns its URL."""
-    demo.queue(**app.QUEUE_OPTIONS)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **app.launch_options()
-    )
-    return url.rstrip("/")
-
-
-def serve(monkeypatch: pytest.MonkeyPatch, app: ModuleType) -> Iterator[Served]:
-    """Build the demo as app.py does, count encoder/optimiser runs, and serve it for the duration."""
-    calls: Counter[str] = Counter()
-    for name in ("invert_with_encoder", "optimise_latent"):
-        monkeypatch.setattr(remover_module, name, counting(calls, name, getattr(remover_module, name)))
-    demo = app.build_demo(app.LOADED)
-    url = launch(app, demo)
-    try:
-        yield Served(app, demo, url, calls)
-    finally:
-        demo.close()
-
-
-def make_test_photo(path: Path, example: Path = EXAMPLE) -> Path:
-    """A non-square photo: the example face, shrunk and padded with its edge colours."""
-    face = Image.open(example).convert("RGB").resize((FACE_SIZE, FACE_SIZE), Image.Resampling.LANCZOS)
-    width, height = TEST_PHOTO_SIZE
-    left, top = (width - FACE_SIZE) // 2, (height - FACE_SIZE) // 3
-    padded = np.pad(
-        np.asarray(face), ((top, height - FACE_SIZE - top), (left, width - FACE_SIZE - left), (0, 0)), mode="edge"
-    )
-    Image.fromarray(padded).save(path, quality=95)
-    return path
-
-
-def make_landscape(path: Path) -> Path:
-    """A smooth colour gradient: a valid photo without any face."""
-    height, width = 300, 400
-    red = np.broadcast_to(np.linspace(0, 255, width)[None, :], (height, width))
-    green = np.broadcast_to(np.linspace(0, 255, height)[:, None], (height, width))
-    blue = np.full((height, width), 128.0)
-    Image.fromarray(np.stack([red, green, blue], axis=2).astype(np.uint8)).save(path)
-    return path
-
-
-def rgb(path: str | Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 # -- fixtures -------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def app_module(stand_in_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_stand_in_environment(monkeypatch, stand_in_weights_dir, tmp_path_factory.mktemp("gradio_tmp"))
-        yield import_app()
-
-
-@pytest.fixture(scope="module")
-def served(app_module: ModuleType) -> Iterator[Served]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        yield from serve(monkeypatch, app_module)
-
-
-@pytest.fixture(scope="module")
-def client(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Client:
-    return Client(served.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +202,7 @@ def test_strength_sweep_animates_with_the_cached_inversion(served: Served, clien
     app = served.app
     with Image.open(path) as animation:
         assert animation.format == "WEBP"
-        assert animation.size == (app.SWEEP_FRAME_SIZE, app.SWEEP_FRAME_SIZE)
+        assert animation.size == (page_files.SWEEP_FRAME_SIZE, page_files.SWEEP_FRAME_SIZE)
         assert animation.n_frames == 2 * app.SWEEP_FRAMES - 2  # forward, then back without repeating the ends
         frames = []
         for index in (0, app.SWEEP_FRAMES - 1):
@@ -352,7 +237,7 @@ def test_public_service_settings_are_in_force(served: Served) -> None:
 def test_page_shows_the_stand_in_warning_and_credits(served: Served) -> None:
     texts = [block.get("props", {}).get("value") for block in served.demo.config["components"]]
     markdown = "\n".join(text for text in texts if isinstance(text, str))
-    assert "Small random stand-in weights: results are not real." in markdown
+    assert f"**{STAND_IN_NOTE}**" in markdown  # the banner shows the one stand-in note
     assert "Coarse-to-Fine: Facial Structure Editing of Portrait Images via Latent Space" in markdown
     assert "non-commercial" in markdown and "NVIDIA Source Code License-NC" in markdown
 
@@ -384,7 +269,8 @@ def test_examples_are_cached_lazily_only_with_real_weights(
 
 def test_importing_the_app_changes_nothing_outside_it(app_module: ModuleType) -> None:
     app_module.build_demo(app_module.LOADED)
-    assert not (REPO_ROOT / "app.pyi").exists(), "a gr.Image subclass makes Gradio write an app.pyi stub"
+    stubs = sorted(REPO_ROOT.glob("*.pyi")) + sorted((REPO_ROOT / "page").glob("*.pyi"))
+    assert not stubs, "a gr.Image subclass makes Gradio write a .pyi stub next to its module"
     # Uploads are bounded by pipeline.faces.decode; Pillow's process-wide default stays as it is.
     assert Image.MAX_IMAGE_PIXELS == PILLOW_MAX_IMAGE_PIXELS
 
@@ -427,66 +313,10 @@ def test_gpu_function_takes_and_returns_picklable_cpu_values(app_module: ModuleT
     handlers = app.RemovalApp(app.LOADED)
     assert handlers.run_on_gpu == handlers.gpu_work, "off Spaces, spaces.GPU must leave the function as it is"
     photo = decode_upload(EXAMPLE)
-    faces = app.find_faces(photo.image)
+    faces = app.LOADED.detect(photo.image)
     job = app.GpuJob(RemovalSettings(strength=-3.0), faces[0], photo.image, None, sweep_frames=2)
     result = handlers.run_on_gpu(pickle.loads(pickle.dumps(job)))
     copy = pickle.loads(pickle.dumps(result))
     np.testing.assert_array_equal(copy.edit.refined, result.edit.refined)
     np.testing.assert_array_equal(copy.prepared.w_plus, result.prepared.w_plus)
     assert len(copy.sweep) == 2 and copy.sweep[0].shape == (1024, 1024, 3)
-    assert app.gpu_seconds(job) >= app.GPU_BASE_SECONDS
-
-
-def test_stage_reporter_names_every_pipeline_stage(app_module: ModuleType) -> None:
-    app = app_module
-    shown: list[tuple[float | None, str]] = []
-
-    class Progress:
-        def __call__(self, fraction: float | None, desc: str) -> None:
-            shown.append((fraction, desc))
-
-    report = app.stage_reporter(Progress())
-    for stage in ("detect", "align", "invert", "edit", "refine_warp", "paste_back", "something_new"):
-        report(stage)
-    labels = [label for _, label in shown]
-    assert labels[:3] == ["Finding faces", "Aligning the face", "Encoding the face into W+"]
-    assert labels[-1] == "Something new"
-    fractions = [fraction for fraction, _ in shown[:-1]]
-    assert fractions == sorted(fractions)
-
-
-def test_cache_keys_depend_only_on_what_changes_the_code(app_module: ModuleType) -> None:
-    app = app_module
-    base = RemovalSettings(strength=-5.0, inversion="encoder", inversion_steps=50, seed=0)
-    key = app.prepared_key("photo", 0, base, None)
-    assert key == app.prepared_key("photo", 0, RemovalSettings(strength=-1.0, method="diffuse", seed=7), None)
-    assert key != app.prepared_key("photo", 1, base, None)
-    assert key != app.prepared_key("other", 0, base, None)
-    optimised = RemovalSettings(inversion="optimise", inversion_steps=20, seed=1)
-    assert app.prepared_key("photo", 0, optimised, None) != key
-    assert app.prepared_key("photo", 0, optimised, None) != app.prepared_key(
-        "photo", 0, RemovalSettings(inversion="optimise", inversion_steps=20, seed=2), None
-    )
-    code = np.load(EXAMPLE_CODE)
-    assert app.prepared_key("photo", 0, base, code) == app.prepared_key("photo", 0, optimised, code)
-    assert app.prepared_key("photo", 0, base, code) != app.prepared_key("photo", 0, base, code + 1)
-
-
-def test_lru_cache_keeps_the_most_recently_used_entries(app_module: ModuleType) -> None:
-    app = app_module
-    cache = app.LruCache(2)
-    cache.put("a", 1)
-    cache.put("b", 2)
-    assert cache.get("a") == 1  # "a" is now the most recent
-    cache.put("c", 3)
-    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
-    assert len(cache) == 2
-
-
-def test_data_url_uploads_are_bounded_and_decoded(app_module: ModuleType) -> None:
-    app = app_module
-    assert app.data_url_bytes("data:image/png;base64,aGVsbG8=") == b"hello"
-    with pytest.raises(app.InputImageError, match="as a file"):
-        app.data_url_bytes("data:image/png,plain")
-    with pytest.raises(app.InputImageError, match="could not be read"):
-        app.data_url_bytes("data:image/png;base64,!!!")

@@ -11,30 +11,18 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline import STAND_IN_NOTE, STRENGTH_MAX, STRENGTH_MIN
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
-from tests.test_app import (
-    TEST_PHOTO_SIZE,
-    Served,
-    import_app,
-    make_landscape,
-    make_test_photo,
-    serve,
-    use_stand_in_environment,
-)
+from tests.serving import TEST_PHOTO_SIZE, Served, make_landscape, make_test_photo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,14 +39,6 @@ SCREENSHOT_EXAMPLE = EXAMPLES_DIR / "00352.jpg"
 SCREENSHOT_COLOURS = 256
 RUN_TIMEOUT_MS = 120_000  # one full run on a loaded 2-core CI machine
 UI_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def served(stand_in_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_stand_in_environment(monkeypatch, stand_in_weights_dir, tmp_path_factory.mktemp("gradio_tmp"))
-        app: ModuleType = import_app()
-        yield from serve(monkeypatch, app)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +109,6 @@ def drag_strength(page: object, value: float, minimum: float, maximum: float) ->
 
 
 def test_upload_run_compare_and_move_the_strength(page: object, served: Served, tmp_path: Path) -> None:
-    app = served.app
     upload(page, make_test_photo(tmp_path / "portrait.jpg"))
     page.locator("#c2f-run").click()  # type: ignore[attr-defined]
     before, after = slider_images(page)
@@ -139,7 +118,7 @@ def test_upload_run_compare_and_move_the_strength(page: object, served: Served, 
     assert np.any(first_result != fetch_rgb(page, str(before["src"])))
 
     encoder_runs = served.calls["invert_with_encoder"]
-    drag_strength(page, -2.0, app.STRENGTH_MIN, app.STRENGTH_MAX)
+    drag_strength(page, -2.0, STRENGTH_MIN, STRENGTH_MAX)
     page.wait_for_function(  # type: ignore[attr-defined]
         "old => { const i = document.querySelectorAll('#c2f-slider img'); "
         "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
@@ -159,7 +138,7 @@ def test_an_example_runs_and_the_page_is_screenshotted(page: object) -> None:
     before, after = slider_images(page)
     with Image.open(SCREENSHOT_EXAMPLE) as example:
         assert (after["width"], after["height"]) == (before["width"], before["height"]) == example.size
-    banner = page.get_by_text("Small random stand-in weights: results are not real.")  # type: ignore[attr-defined]
+    banner = page.get_by_text(STAND_IN_NOTE)  # type: ignore[attr-defined]
     playwright_api.expect(banner).to_be_visible()
     page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover highlight in the picture
     png = page.screenshot(full_page=True)  # type: ignore[attr-defined]

@@ -167,7 +167,7 @@ def test_user_code_skips_inversion(
     assert summary["faces"]["0"]["inversion"] == "user code"
     assert summary["settings"]["strength"] == -3.0
     # Warp keeps the edited code: the official code moved by α = −3 along fine/all, layers 6–17 restored.
-    expected = edit_latent(np.load(CODE), load_boundary("fine", "all"), alpha=-3.0, mix_layers=MIX_LAYERS_WARP)
+    expected = edit_latent(np.load(CODE), load_boundary("fine", "all"), strength=-3.0, mix_layers=MIX_LAYERS_WARP)
     assert np.array_equal(np.load(tmp_path / "00016_w_plus.npy"), expected)
 
 

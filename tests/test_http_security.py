@@ -9,7 +9,6 @@ path or exception text, and nothing a user sends is echoed back as HTML.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import quote
@@ -19,34 +18,19 @@ import pytest
 from gradio_client import Client, handle_file
 
 from pipeline.config import REPO_ROOT
-from tests.test_app import Served, import_app, serve, use_stand_in_environment
-from tests.test_robustness import HTML_FILENAME, default_inputs, file_data, files_in, portrait, queue_call, upload
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
+from tests.serving import (
+    HTML_FILENAME,
+    Served,
+    default_inputs,
+    file_data,
+    files_in,
+    portrait,
+    queue_call,
+    upload,
+)
 
 MIB = 1024 * 1024
 TIMEOUT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("http_security_gradio_tmp")
-
-
-@pytest.fixture(scope="module")
-def app_module(stand_in_weights_dir: Path, temp_dir: Path) -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_stand_in_environment(monkeypatch, stand_in_weights_dir, temp_dir)
-        yield import_app()
-
-
-@pytest.fixture(scope="module")
-def served(app_module: ModuleType) -> Iterator[Served]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        yield from serve(monkeypatch, app_module)
 
 
 @pytest.fixture(scope="module")

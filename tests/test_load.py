@@ -15,7 +15,7 @@ import dataclasses
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -27,14 +27,9 @@ from gradio_client import Client, handle_file
 from pipeline.faces.align import ffhq_quad, find_faces
 from pipeline.faces.decode import decode_upload
 from pipeline.remover import DoubleChinRemover
-from tests.test_app import Served, import_app, launch, serve, use_stand_in_environment
-from tests.test_robustness import EXAMPLES, portrait, rgb
+from tests.serving import EXAMPLES, Served, launch, portrait, rgb
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
+pytestmark = pytest.mark.slow
 
 USERS = 16  # = the queue's max_size (app.QUEUE_MAX_SIZE): one runs, the rest wait; more would see "Queue is full"
 PHOTOS = 8  # distinct photos; user k sends photo k % PHOTOS
@@ -185,19 +180,6 @@ def check_own_result(answer: Answer) -> None:
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def app_module(stand_in_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_stand_in_environment(monkeypatch, stand_in_weights_dir, tmp_path_factory.mktemp("load_gradio_tmp"))
-        yield import_app()
-
-
-@pytest.fixture(scope="module")
-def served(app_module: ModuleType) -> Iterator[Served]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        yield from serve(monkeypatch, app_module)
 
 
 # -- tests -------------------------------------------------------------------------------------------------------

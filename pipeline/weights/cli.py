@@ -1,7 +1,7 @@
-"""Command line for the weight registry: ``python -m pipeline.weights {list,status,verify,download}``.
+"""Command line for the weights: ``python -m pipeline.weights {list,status,verify,download,make-test-weights}``.
 
-Kept apart from :mod:`pipeline.weights.registry` so the library itself never imports argparse. Each subcommand is a
-``_cmd_<name>(args) -> int`` function registered in :func:`build_parser`; add new ones the same way.
+Kept apart from the library modules (registry, checks, download, stand_in) so they never import argparse. Each
+subcommand is a ``_cmd_<name>(args) -> int`` function registered in :func:`build_parser`; add new ones the same way.
 """
 
 from __future__ import annotations
@@ -12,17 +12,9 @@ import sys
 from collections.abc import Callable
 
 from pipeline.errors import WeightsError
-from pipeline.weights.registry import (
-    REGISTRY,
-    WeightState,
-    format_status,
-    hub_download_url,
-    resolve_repo_id,
-    resolve_revision,
-    resolve_weight,
-    resolve_weights_dir,
-    weights_status,
-)
+from pipeline.weights.checks import WeightState, format_status, weights_status
+from pipeline.weights.download import resolve_weight
+from pipeline.weights.registry import REGISTRY, download_url, resolve_weights_dir
 
 OK_STATES = frozenset({WeightState.VERIFIED, WeightState.PRESENT})
 
@@ -44,10 +36,9 @@ def _registry_key(text: str) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     """Print every registry entry: file, Hub source, known size/sha256, licence, purpose."""
     for spec in REGISTRY.values():
-        repo_id, revision = resolve_repo_id(spec), resolve_revision(spec)
         _out(f"{spec.key}: {spec.filename}")
         _out(f"  purpose:  {spec.purpose}")
-        _out(f"  hub:      {hub_download_url(repo_id, revision, spec.filename)} ({spec.revision_note})")
+        _out(f"  hub:      {download_url(spec)} ({spec.revision_note})")
         _out(f"  override: {spec.repo_env}, {spec.revision_env}")
         _out(f"  size:     {spec.size if spec.size is not None else 'not registered (checked against the Hub)'}")
         _out(f"  sha256:   {spec.sha256 or 'not registered (checked against the Hub)'}")
@@ -91,16 +82,17 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 def _cmd_make_test_weights(args: argparse.Namespace) -> int:
     """Write seeded random stand-in weights (real names and formats) into a folder, for tests and smoke runs."""
-    from pipeline.weights.stand_in import write_stand_in_weights  # imports every model: only when asked
+    from pipeline.weights.stand_in import STAND_IN_NOTE, write_stand_in_weights  # imports every network: on demand
 
     try:
-        paths = write_stand_in_weights(args.directory, seed=args.seed, overwrite=args.force)
+        seed = {} if args.seed is None else {"seed": args.seed}
+        paths = write_stand_in_weights(args.directory, overwrite=args.force, **seed)
     except (FileExistsError, OSError) as err:
         _err(f"make-test-weights: {err}")
         return 1
     for key, path in paths.items():
         _out(f"{key}: {path}")
-    _out(f"Stand-in weights (NOT the real models) written; use them with C2F_WEIGHTS_DIR={args.directory}")
+    _out(f"{STAND_IN_NOTE} Use them with C2F_WEIGHTS_DIR={args.directory}")
     return 0
 
 
@@ -136,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         takes_keys=False,
     )
     make.add_argument("directory", help="folder to write into (created if needed)")
-    make.add_argument("--seed", type=int, default=20210830, help="seed of the random weights")
+    make.add_argument("--seed", type=int, help="seed of the random weights (default: the parity fixtures' seed)")
     make.add_argument("--force", action="store_true", help="replace existing files in the folder")
     return parser
 

@@ -17,8 +17,8 @@ from pipeline.latent.editing import (
     BOUNDARY_VARIANTS,
     MAX_LATENT_FILE_BYTES,
     MAX_LATENT_ROW_NORM,
+    MIX_LAYERS_WARP,
     Boundary,
-    EditSettings,
     auto_layer_steps,
     auto_strength,
     edit_latent,
@@ -27,7 +27,7 @@ from pipeline.latent.editing import (
     load_boundary,
     load_latent_code,
     strength_sweep,
-    sweep_alphas,
+    sweep_strengths,
 )
 
 CODE_PATHS = sorted((EXAMPLES_DIR / "codes").glob("*_wp.npy"))
@@ -152,7 +152,7 @@ def test_bad_intercept_file_is_rejected_naming_it(boundary_copy: Path) -> None:
 
 def test_official_edit_of_00016(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     wp = codes["00016"]
-    edited = edit_latent(wp, fine, alpha=-5.0, mix_layers=DIFFUSE_MIX, mix_ratio=1.0)
+    edited = edit_latent(wp, fine, strength=-5.0, mix_layers=DIFFUSE_MIX, mix_ratio=1.0)
     assert edited.shape == (1, 18, 512)
     assert edited.dtype == np.float32
     np.testing.assert_array_equal(edited[0, :7], wp[0, :7] + np.float32(-5.0) * fine.normal[:7])
@@ -162,67 +162,67 @@ def test_official_edit_of_00016(fine: Boundary, codes: dict[str, np.ndarray]) ->
 
 def test_warp_mixing_edits_layers_0_to_5(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     wp = codes["00352"]
-    edited = edit_latent(wp, fine, alpha=-5.0, mix_layers=EditSettings().mix_layers_warp)
+    edited = edit_latent(wp, fine, strength=-5.0, mix_layers=MIX_LAYERS_WARP)
     np.testing.assert_array_equal(edited[0, :6], wp[0, :6] - 5.0 * fine.normal[:6])
     np.testing.assert_array_equal(edited[0, 6:], wp[0, 6:])
 
 
-def test_alpha_zero_is_identity(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
+def test_strength_zero_is_identity(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     for wp in codes.values():
-        np.testing.assert_array_equal(edit_latent(wp, fine, alpha=0.0, mix_ratio=0.3), wp)
+        np.testing.assert_array_equal(edit_latent(wp, fine, strength=0.0, mix_ratio=0.3), wp)
 
 
 def test_edit_never_mutates_its_inputs(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     wp = codes["00191"].copy()
     wp_before = wp.copy()
     normal_before = fine.normal.copy()
-    edit_latent(wp, fine, alpha=-6.0)
-    edit_latent(wp, fine, alpha=-6.0, mix_layers=())
+    edit_latent(wp, fine, strength=-6.0)
+    edit_latent(wp, fine, strength=-6.0, mix_layers=())
     edit_latent_auto(wp, fine)
-    strength_sweep(wp, fine, alpha_end=-7.0, steps=3)
+    strength_sweep(wp, fine, end_strength=-7.0, steps=3)
     layer_scores(wp, fine)
     np.testing.assert_array_equal(wp, wp_before)
     np.testing.assert_array_equal(fine.normal, normal_before)
-    assert not np.shares_memory(edit_latent(wp, fine, alpha=0.0), wp)
+    assert not np.shares_memory(edit_latent(wp, fine, strength=0.0), wp)
 
 
 def test_mix_ratio_0_8_keeps_a_fifth_of_the_edit(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     wp = codes["00212"].astype(np.float64)
-    alpha = -4.0
-    edited = edit_latent(wp, fine, alpha=alpha, mix_layers=DIFFUSE_MIX, mix_ratio=0.8)
-    full = wp[0] + alpha * fine.normal.astype(np.float64)
+    strength = -4.0
+    edited = edit_latent(wp, fine, strength=strength, mix_layers=DIFFUSE_MIX, mix_ratio=0.8)
+    full = wp[0] + strength * fine.normal.astype(np.float64)
     expected = full.copy()
     expected[7:] = 0.2 * full[7:] + 0.8 * wp[0, 7:]
     np.testing.assert_allclose(edited[0], expected, rtol=0, atol=1e-5)
     # equivalently, the fine layers move 0.2·α along their normals
     np.testing.assert_allclose(
-        np.einsum("ij,ij->i", edited[0, 7:] - wp[0, 7:], fine.normal[7:]), 0.2 * alpha, atol=1e-5
+        np.einsum("ij,ij->i", edited[0, 7:] - wp[0, 7:], fine.normal[7:]), 0.2 * strength, atol=1e-5
     )
 
 
 def test_two_dimensional_and_float64_codes(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     wp = codes["00295"][0].astype(np.float64)  # (18, 512) float64
-    edited = edit_latent(wp, fine, alpha=-3.0)
+    edited = edit_latent(wp, fine, strength=-3.0)
     assert edited.shape == (18, 512)
     assert edited.dtype == np.float32
-    np.testing.assert_array_equal(edited, edit_latent(codes["00295"], fine, alpha=-3.0)[0])
+    np.testing.assert_array_equal(edited, edit_latent(codes["00295"], fine, strength=-3.0)[0])
 
 
 def test_coarse_boundary_moves_every_layer_along_the_same_direction(codes: dict[str, np.ndarray]) -> None:
     coarse = load_boundary("coarse", "psi_0.5")
     raw = np.load(BOUNDARIES_DIR / "coarse" / "psi_0.5" / "boundary.npy")[0]
     wp = codes["00657"]
-    edited = edit_latent(wp, coarse, alpha=-4.0, mix_layers=())
+    edited = edit_latent(wp, coarse, strength=-4.0, mix_layers=())
     np.testing.assert_array_equal(edited[0], wp[0] + np.float32(-4.0) * raw[None, :])
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"alpha": float("nan")}, "alpha must be a finite number"),
-        ({"alpha": -5.0, "mix_ratio": 1.5}, "mix_ratio must be between 0 and 1"),
-        ({"alpha": -5.0, "mix_layers": (7, 18)}, "mix_layers must be W\\+ layer indices"),
-        ({"alpha": -5.0, "mix_layers": (-1,)}, "mix_layers must be W\\+ layer indices"),
+        ({"strength": float("nan")}, "strength must be a finite number"),
+        ({"strength": -5.0, "mix_ratio": 1.5}, "mix_ratio must be between 0 and 1"),
+        ({"strength": -5.0, "mix_layers": (7, 18)}, "mix_layers must be W\\+ layer indices"),
+        ({"strength": -5.0, "mix_layers": (-1,)}, "mix_layers must be W\\+ layer indices"),
     ],
 )
 def test_bad_edit_settings_are_rejected(fine: Boundary, kwargs: dict, match: str) -> None:
@@ -232,22 +232,22 @@ def test_bad_edit_settings_are_rejected(fine: Boundary, kwargs: dict, match: str
 
 def test_bad_code_shape_in_edit_is_a_latent_code_error(fine: Boundary) -> None:
     with pytest.raises(LatentCodeError, match=r"got \(1, 512\)"):
-        edit_latent(np.zeros((1, 512), np.float32), fine, alpha=-5.0)
+        edit_latent(np.zeros((1, 512), np.float32), fine, strength=-5.0)
     with pytest.raises(LatentCodeError, match="float array"):
-        edit_latent(np.zeros((1, 18, 512), np.int64), fine, alpha=-5.0)
+        edit_latent(np.zeros((1, 18, 512), np.int64), fine, strength=-5.0)
 
 
 @settings(max_examples=30, deadline=None)
 @given(
-    alpha=st.floats(-8.0, 0.0),
+    strength=st.floats(-8.0, 0.0),
     ratio=st.floats(0.0, 1.0),
     mixed=st.sets(st.integers(0, 17)),
 )
-def test_edit_matches_the_formula_for_any_settings(alpha: float, ratio: float, mixed: set[int]) -> None:
+def test_edit_matches_the_formula_for_any_settings(strength: float, ratio: float, mixed: set[int]) -> None:
     boundary = load_boundary("fine", "psi_0.5")
     wp = np.random.default_rng(1).standard_normal((1, 18, 512)).astype(np.float32)
-    edited = edit_latent(wp, boundary, alpha=alpha, mix_layers=mixed, mix_ratio=ratio)
-    full = wp[0].astype(np.float64) + alpha * boundary.normal
+    edited = edit_latent(wp, boundary, strength=strength, mix_layers=mixed, mix_ratio=ratio)
+    full = wp[0].astype(np.float64) + strength * boundary.normal
     r = np.array([ratio if i in mixed else 0.0 for i in range(18)])[:, None]
     np.testing.assert_allclose(edited[0], (1 - r) * full + r * wp[0], rtol=0, atol=1e-5)
 
@@ -258,20 +258,20 @@ def test_edit_matches_the_formula_for_any_settings(alpha: float, ratio: float, m
 
 def test_strength_sweep_endpoints_and_frames(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
     wp = codes["00667"]
-    frames = strength_sweep(wp, fine, alpha_end=-7.0, steps=5)
+    frames = strength_sweep(wp, fine, end_strength=-7.0, steps=5)
     assert frames.shape == (5, 18, 512)
     assert frames.dtype == np.float32
     np.testing.assert_array_equal(frames[0], wp[0])
-    np.testing.assert_array_equal(frames[-1], edit_latent(wp, fine, alpha=-7.0)[0])
-    alphas = sweep_alphas(-7.0, 5)
-    np.testing.assert_allclose(alphas, [0.0, -1.75, -3.5, -5.25, -7.0])
-    for frame, alpha in zip(frames, alphas, strict=True):
-        np.testing.assert_array_equal(frame, edit_latent(wp, fine, alpha=float(alpha))[0])
+    np.testing.assert_array_equal(frames[-1], edit_latent(wp, fine, strength=-7.0)[0])
+    strengths = sweep_strengths(-7.0, 5)
+    np.testing.assert_allclose(strengths, [0.0, -1.75, -3.5, -5.25, -7.0])
+    for frame, strength in zip(frames, strengths, strict=True):
+        np.testing.assert_array_equal(frame, edit_latent(wp, fine, strength=float(strength))[0])
 
 
 def test_strength_sweep_needs_two_steps(fine: Boundary) -> None:
     with pytest.raises(ValueError, match="at least 2 steps"):
-        strength_sweep(np.zeros((18, 512), np.float32), fine, alpha_end=-5.0, steps=1)
+        strength_sweep(np.zeros((18, 512), np.float32), fine, end_strength=-5.0, steps=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_auto_edit_applies_the_per_layer_steps(fine: Boundary, codes: dict[str, 
         expected = wp[0, :7] + steps[:7].astype(np.float32)[:, None] * fine.normal[:7]
         np.testing.assert_array_equal(edited[0, :7], expected)
         np.testing.assert_array_equal(edited[0, 7:], wp[0, 7:])
-        assert strength.mean_alpha == pytest.approx(steps[EDITED_DIFFUSE].mean())
+        assert strength.mean_strength == pytest.approx(steps[EDITED_DIFFUSE].mean())
         assert strength.mean_score == pytest.approx(strength.scores[EDITED_DIFFUSE].mean())
         assert strength.already_clear == (strength.mean_score <= 0)
         assert (strength.message is None) == (not strength.already_clear)
@@ -325,7 +325,7 @@ def test_auto_strength_weights_partially_mixed_layers(fine: Boundary, codes: dic
     strength = auto_strength(wp, fine, mix_layers=DIFFUSE_MIX, mix_ratio=0.8)
     weights = np.r_[np.ones(7), np.full(11, 0.2)]
     np.testing.assert_allclose(strength.edit_weights, weights, atol=1e-7)
-    assert strength.mean_alpha == pytest.approx((weights * strength.steps).sum() / weights.sum())
+    assert strength.mean_strength == pytest.approx((weights * strength.steps).sum() / weights.sum())
 
 
 def test_auto_strength_says_when_the_face_already_scores_clear(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
@@ -341,7 +341,7 @@ def test_auto_strength_says_when_the_face_already_scores_clear(fine: Boundary, c
     assert "already scores on the no-double-chin side" in strength.message
     assert "not a reliable double-chin detector" in strength.message
     assert "manual strength" in strength.message
-    assert f"{strength.mean_alpha:.1f}" in strength.message
+    assert f"{strength.mean_strength:.1f}" in strength.message
 
 
 def test_auto_strength_with_nothing_edited_is_an_error(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
@@ -351,18 +351,6 @@ def test_auto_strength_with_nothing_edited_is_an_error(fine: Boundary, codes: di
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Settings
-
-
-def test_edit_settings_are_frozen_and_consistent() -> None:
-    defaults = EditSettings()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        defaults.alpha = -3.0  # type: ignore[misc]
-    assert defaults.alpha_min <= defaults.alpha <= defaults.alpha_max
-    assert defaults.boundary_variant in BOUNDARY_VARIANTS[defaults.boundary_kind]
-    assert defaults.mix_layers_for("diffuse") == DIFFUSE_MIX
-    assert defaults.mix_layers_for("warp") == tuple(range(6, 18))
-    with pytest.raises(ValueError, match="refinement must be"):
-        defaults.mix_layers_for("blend")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

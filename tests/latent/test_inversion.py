@@ -15,15 +15,15 @@ from pipeline.latent.inversion import (
     MixedPrecision,
     OptimisationSettings,
     autocast_dtype,
-    downsample,
     latent_noise_std,
     learning_rate_at,
     optimise_latent,
     w_spread,
 )
-from pipeline.networks.perceptual import VGGConfig, perceptual_distance, random_vgg16_features
+from pipeline.networks.perceptual import VGGConfig, perceptual_distance
+from pipeline.networks.pixels import downsample
 from pipeline.networks.stylegan2 import MAPPING_LR_MUL, Generator, GeneratorConfig
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import random_vgg16_features, seeded_state_dict
 
 FAST = 64  # render size for the tests of determinism and control flow (the loop is the same at any size)
 

@@ -19,7 +19,7 @@ from pipeline.networks.encoder import (
     invert_with_encoder,
     load_encoder,
 )
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict
 
 TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}  # fixtures README: float64 vs float32 reference differ by ≤ 5.2e-6
 TINY_FILE_LIMIT_BYTES = 5 * 2**20  # a stand-in checkpoint should be a few MB at most

@@ -22,7 +22,7 @@ from pipeline.networks.parsing import (
     parser_from_state_dict,
     parser_input,
 )
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict
 from tests.conftest import REFERENCE_DIR
 
 ATOL = 1e-4  # fixture README: float64 vs float32 reference differ by ≤ 2.2e-6; threads by ≤ 1.4e-6

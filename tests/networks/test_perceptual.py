@@ -15,14 +15,12 @@ from pipeline.networks.perceptual import (
     TAP_NAMES,
     VGG16Features,
     VGGConfig,
-    downsample_to,
     feature_mse,
     load_vgg16_features,
     lpips_like_distance,
     perceptual_distance,
-    random_vgg16_features,
-    save_vgg16_features,
 )
+from pipeline.weights.stand_in import random_vgg16_features, save_vgg16_features
 
 # the real file's classifier keys, with tiny shapes and deliberately odd dtypes: they must never be read
 CLASSIFIER_KEYS = {
@@ -148,16 +146,6 @@ def test_perceptual_distance_works_as_a_two_image_callable(vgg: VGG16Features) -
     value = distance(a, b)
     assert value.ndim == 0
     torch.testing.assert_close(value, lpips_like_distance(vgg(a), vgg(b)).mean())
-
-
-def test_downsample_is_an_area_average() -> None:
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
-    small = downsample_to(x, 2)
-    assert small.shape == (2, 3, 2, 2)
-    torch.testing.assert_close(small[1, 2, 1, 0], x[1, 2, 4:, :4].mean())
-    torch.testing.assert_close(downsample_to(x, 8), x)
-    with pytest.raises(ValueError, match="only downsampling"):
-        downsample_to(x, 16)
 
 
 def test_bad_arguments_are_rejected(vgg: VGG16Features) -> None:

@@ -17,7 +17,7 @@ from pipeline.networks.stylegan2 import (
     load_generator,
     state_dict_layout,
 )
-from pipeline.weights.stand_in_seeds import seeded_state_dict
+from pipeline.weights.stand_in import seeded_state_dict
 from tests.conftest import REFERENCE_DIR
 
 PARITY_TOLERANCE = 1e-4  # fixture README: max|ours − ref| / std(ref) below 1e-4 (op order alone gives ~1e-6…1e-5)

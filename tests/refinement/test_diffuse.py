@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.networks.perceptual import VGGConfig, downsample_to, feature_mse, random_vgg16_features
+from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, FEATURE_LOSS_SIZE, VGGConfig, feature_mse
+from pipeline.networks.pixels import downsample, to_model_range, to_uint8
 from pipeline.networks.stylegan2 import Generator, generator_from_checkpoint
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
-from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine, to_model_range
-from pipeline.remover import FEATURE_TAP, to_uint8
-from pipeline.weights.stand_in import stand_in_e4e_checkpoint
+from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine
+from pipeline.weights.stand_in import random_vgg16_features, stand_in_e4e_checkpoint
 
 SIZE = 1024
 FAST = 256  # the CPU optimisation size used by the remover
@@ -27,7 +27,10 @@ def feature_distance():
     vgg = random_vgg16_features(VGGConfig.tiny(), seed=5)
 
     def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return feature_mse(vgg(downsample_to(a), last_tap=FEATURE_TAP), vgg(downsample_to(b), last_tap=FEATURE_TAP))
+        return feature_mse(
+            vgg(downsample(a, FEATURE_LOSS_SIZE), last_tap=DIFFUSE_FEATURE_TAP),
+            vgg(downsample(b, FEATURE_LOSS_SIZE), last_tap=DIFFUSE_FEATURE_TAP),
+        )
 
     return distance
 

@@ -14,7 +14,7 @@ It answers what ``huggingface_hub`` 2.4 ``hf_hub_download`` / ``get_hf_file_meta
 
 No ``X-Xet-*`` headers or ``Link: ...xet-auth`` are sent, so the client takes its plain HTTP path; no ``/api/...``
 route is needed for single-file downloads into a ``local_dir``. Tests point the client here with the ``HF_ENDPOINT``
-environment variable, read by :mod:`pipeline.weights.registry` at call time and passed as ``endpoint=``.
+environment variable, read by :mod:`pipeline.weights.download` at call time and passed as ``endpoint=``.
 
 Switches for fault injection: ``corrupt`` (serve flipped bytes under the advertised checksum), ``html_instead``
 (serve an HTML error page), ``stall`` (hold a HEAD or GET without answering), ``not_found`` (answer 404) and a request

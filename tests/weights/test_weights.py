@@ -1,7 +1,7 @@
 """Weight registry: real ``hf_hub_download`` against a local fake Hub (fake_hub.py), verification, markers,
 fault injection (RELIABILITY.md §6.2 items 1-7), offline mode, overrides, status report and CLI.
 
-How the fake Hub is wired: ``weights.registry`` reads ``HF_ENDPOINT`` at call time and passes it as ``endpoint=``,
+How the fake Hub is wired: ``weights.download`` reads ``HF_ENDPOINT`` at call time and passes it as ``endpoint=``,
 so setting the environment variable is enough. huggingface_hub reads ``HF_HUB_OFFLINE``, ``HF_HUB_ETAG_TIMEOUT``,
 ``HF_HUB_DOWNLOAD_TIMEOUT`` and ``HF_HUB_CACHE`` once at import, so tests patch ``huggingface_hub.constants``.
 """
@@ -26,22 +26,18 @@ from huggingface_hub import constants as hf_constants
 
 from pipeline.config import CHECKPOINTS_DIR, REPO_ROOT
 from pipeline.errors import WeightsError
-from pipeline.weights import registry as weights
+from pipeline.weights import checks, download
+from pipeline.weights.checks import WeightState, format_status, weights_status
 from pipeline.weights.cli import main
-from pipeline.weights.registry import (
-    REGISTRY,
+from pipeline.weights.download import (
     HubFileNotFoundError,
     HubUnreachableError,
     WeightsIntegrityError,
-    WeightState,
     WeightsUnavailableError,
-    format_status,
-    get_spec,
     resolve_weight,
     resolve_weights,
-    resolve_weights_dir,
-    weights_status,
 )
+from pipeline.weights.registry import REGISTRY, get_spec, resolve_weights_dir
 from tests.weights.fake_hub import FakeHub
 
 E4E = get_spec("e4e")
@@ -122,7 +118,7 @@ def _forbid_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the file was hashed again although its .verified marker is valid")
 
-    monkeypatch.setattr(weights, "_hash_file", refuse)
+    monkeypatch.setattr(checks, "_hash_file", refuse)  # the local checks; a download hashes in download.py
 
 
 # -- downloads ---------------------------------------------------------------------------------------------------
@@ -209,7 +205,7 @@ def test_concurrent_requests_download_once(hub: FakeHub, weights_dir: Path) -> N
 
 
 def test_stale_partial_download_is_cleared_before_downloading(hub: FakeHub, weights_dir: Path) -> None:
-    stale = weights_dir / weights.DOWNLOAD_SUBDIR / "e4e" / ".cache" / "huggingface" / "download" / "x.incomplete"
+    stale = weights_dir / download.DOWNLOAD_SUBDIR / "e4e" / ".cache" / "huggingface" / "download" / "x.incomplete"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a file")
     resolve_weight("e4e", weights_dir=weights_dir)
@@ -317,7 +313,7 @@ def test_a_complete_local_folder_needs_zero_network_calls(
     weights_dir.mkdir()
     for key in ("e4e", "face_parser", "vgg16"):
         (weights_dir / get_spec(key).filename).write_bytes(sample_files[key])
-    package_copy = weights._package_file(DLIB)
+    package_copy = checks._package_file(DLIB)
     assert package_copy is not None
     (weights_dir / DLIB.filename).symlink_to(package_copy)
 
@@ -348,7 +344,8 @@ def test_dlib_model_comes_from_the_pip_package(
 def test_hub_copy_with_a_different_checksum_than_registered_is_refused_before_download(
     hub: FakeHub, weights_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "_package_file", lambda spec: None)
+    monkeypatch.setattr(checks, "_package_file", lambda spec: None)
+    monkeypatch.setattr(download, "_package_file", lambda spec: None)
     hub.add_file(DLIB.repo_id, DLIB.filename, b"\x01\x01" + bytes(100))
     with pytest.raises(WeightsIntegrityError, match="not the registered fbdc2cb8"):
         resolve_weight("dlib_landmarks", weights_dir=weights_dir)
@@ -473,10 +470,10 @@ def test_registry_entries_are_complete() -> None:
 
 
 def test_registered_dlib_checksum_matches_the_package_copy() -> None:
-    package_copy = weights._package_file(DLIB)
+    package_copy = checks._package_file(DLIB)
     if package_copy is None:
         pytest.skip("face_recognition_models is not installed")
-    digest = weights._hash_file(package_copy)
+    digest = checks._hash_file(package_copy)
     assert (digest.size, digest.sha256) == (DLIB.size, DLIB.sha256)
 
 

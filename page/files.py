@@ -1,0 +1,150 @@
+"""The page's files: per-request result folders, the start-up wipe of Gradio's temporary folder, and the writers.
+
+Results go under Gradio's cache so that Gradio serves and sweeps them (``delete_cache``); what that sweep misses when
+the process is killed is removed here (RELIABILITY.md §1.3, §6.2 item 18).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from gradio.utils import get_upload_folder
+from PIL import Image
+
+from pipeline import RemovalResult
+
+logger = logging.getLogger(__name__)
+
+SWEEP_FRAME_SIZE = 384  # side of each animation frame in pixels (the aligned crop is 1024²)
+SWEEP_FRAME_MS = 220  # display time of each frame
+SWEEP_WEBP_QUALITY = 85
+PNG_COMPRESS_LEVEL = 3  # zlib level of the lossless outputs: ~4× faster than Pillow's 6 for ~9 % larger files
+RESULTS_SUBDIR = "c2f-results"  # per-request folders under Gradio's cache
+# What earlier runs leave in Gradio's temporary folder (wiped at start, see wipe_temp_dir): Gradio keeps each uploaded
+# or cached file in a folder named after its sha256 (gradio/processing_utils.py::hash_file, route_utils.upload_fn) and
+# streams uploads into NamedTemporaryFile()s ("tmp…") in the folder itself.
+GRADIO_HASH_FOLDER = re.compile(r"[0-9a-f]{64}")
+GRADIO_PARTIAL_UPLOAD_PREFIX = "tmp"
+
+
+class ResultFolders:
+    """Per-request folders for the output files, under Gradio's cache so that Gradio serves and sweeps them.
+
+    Gradio's ``delete_cache`` sweep deletes old files but leaves their folders, and it does not run when the process is
+    killed (RELIABILITY.md §6.2 item 18), so old folders are also removed here, at most every ``interval_s``.
+    """
+
+    def __init__(self, max_age_s: float, interval_s: float) -> None:
+        self.max_age_s = max_age_s
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0  # time.monotonic() of the next sweep; 0 = at the first request
+
+    @property
+    def root(self) -> Path:
+        """Where the folders go (read at call time: Gradio's folder follows ``GRADIO_TEMP_DIR``)."""
+        return Path(get_upload_folder()) / RESULTS_SUBDIR
+
+    def new(self) -> Path:
+        """A fresh, empty folder for one request's files."""
+        with self._lock:
+            due = time.monotonic() >= self._next_sweep
+            if due:
+                self._next_sweep = time.monotonic() + self.interval_s
+        if due:
+            self.sweep()
+        folder = self.root / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        return folder
+
+    def sweep(self) -> int:
+        """Delete folders older than ``max_age_s``; returns how many were removed."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for folder in self.root.iterdir():
+            try:
+                if time.time() - folder.stat().st_mtime > self.max_age_s:
+                    shutil.rmtree(folder)
+                    removed += 1
+            except OSError as err:  # a concurrent sweep got there first, or a permission problem: next time
+                logger.info("could not remove %s: %s", folder.name, type(err).__name__)
+        return removed
+
+
+def wipe_temp_dir(folder: Path | None = None) -> int:
+    """Delete the uploads, results and cached copies that earlier runs left in the app's temporary folder.
+
+    Gradio's ``delete_cache`` sweep does not run when the process is killed (RELIABILITY.md §6.2 item 18), so a
+    restarted server would otherwise keep the previous users' photos. Only what Gradio and this app create there is
+    removed: sha256-named folders, the results folder and partial uploads. Anything else is left alone, and symbolic
+    links are removed without following them. Call it before the page is built (building it caches the examples).
+
+    Args:
+        folder: the folder to clean (default: Gradio's, which ``GRADIO_TEMP_DIR`` sets).
+
+    Returns:
+        How many entries were removed.
+    """
+    folder = Path(get_upload_folder()) if folder is None else folder
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.iterdir():
+        ours = GRADIO_HASH_FOLDER.fullmatch(entry.name) is not None or entry.name == RESULTS_SUBDIR
+        partial_upload = entry.name.startswith(GRADIO_PARTIAL_UPLOAD_PREFIX) and entry.is_file()
+        if not (ours or partial_upload):
+            continue
+        try:
+            if entry.is_symlink() or not entry.is_dir():
+                entry.unlink()
+            else:
+                shutil.rmtree(entry)
+            removed += 1
+        except OSError as err:
+            logger.warning("could not remove %s from the temporary folder: %s", entry.name, type(err).__name__)
+    return removed
+
+
+def write_png(path: Path, image: np.ndarray) -> str:
+    """Save (H, W, 3) uint8 RGB as a metadata-free PNG; returns the path as a string."""
+    Image.fromarray(image).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return str(path)
+
+
+def write_sweep(path: Path, frames: tuple[np.ndarray, ...]) -> str:
+    """Save frames as a looping animated WebP that plays forward, then back."""
+    images = [Image.fromarray(frame).resize((SWEEP_FRAME_SIZE,) * 2, Image.Resampling.LANCZOS) for frame in frames]
+    loop = images + images[-2:0:-1]  # there and back again, without repeating the end frames
+    loop[0].save(
+        path,
+        format="WEBP",
+        save_all=True,
+        append_images=loop[1:],
+        duration=SWEEP_FRAME_MS,
+        loop=0,
+        quality=SWEEP_WEBP_QUALITY,
+    )
+    return str(path)
+
+
+def write_result(folder: Path, result: RemovalResult, summary: dict[str, object]) -> dict[str, str]:
+    """Write the before/after PNGs, the face's W+ code and the summary into ``folder``; returns name → path."""
+    edit = next(iter(result.edits.values()))
+    paths = {
+        "original": write_png(folder / "original.png", result.original),
+        "result": write_png(folder / "result.png", result.image),
+        "w_plus": str(folder / "w_plus.npy"),
+        "settings": str(folder / "settings.json"),
+    }
+    np.save(paths["w_plus"], edit.prepared.w_plus)
+    Path(paths["settings"]).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return paths

@@ -1,0 +1,179 @@
+"""The page's layout: the input controls (in the handlers' parameter order) and the output views."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+
+from page.inputs import SafeImage, SettingCheckbox, SettingDropdown, SettingNumber, SettingRadio, SettingSlider
+from pipeline import NUM_WS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings
+
+MAX_FACE_NUMBER = 15  # "too many faces (>15)" bound of RELIABILITY.md §2.3 (a CodeFormer Space derivative)
+STEP_INCREMENT = 10
+
+
+@dataclass
+class Controls:
+    """The input components, in the order of the handlers' parameters."""
+
+    photo: SafeImage
+    strength: SettingSlider
+    auto_strength: SettingCheckbox
+    method: SettingRadio
+    inversion: SettingRadio
+    face_number: SettingNumber
+    mix_layers: SettingDropdown
+    inversion_steps: SettingSlider
+    refine_steps: SettingSlider
+    seed: SettingNumber
+    w_plus_code: gr.File
+
+    def inputs(self) -> list[gr.components.Component]:
+        """Every input, in handler order."""
+        return [getattr(self, item.name) for item in dataclasses.fields(self)]
+
+
+def build_controls(
+    defaults: RemovalSettings, step_caps: tuple[int, int], add_examples: Callable[[SafeImage], None]
+) -> tuple[Controls, gr.Button]:
+    """The photo input, its examples, the run button and every setting (bounds from :mod:`pipeline.settings`).
+
+    Args:
+        defaults: the settings the controls start at.
+        step_caps: the most (inversion, diffuse refinement) steps a user may ask for here.
+        add_examples: places the examples under the photo input.
+    """
+    photo = SafeImage(
+        label="Portrait", sources=["upload", "webcam", "clipboard"], type="numpy", height=380, elem_id="c2f-photo"
+    )
+    add_examples(photo)
+    run_button = gr.Button("Remove double chin", variant="primary", elem_id="c2f-run")
+    strength = SettingSlider(
+        STRENGTH_MIN,
+        STRENGTH_MAX,
+        value=defaults.strength,
+        step=0.5,
+        label="Strength",
+        info="More negative removes more; 0 leaves the face unchanged. Applied as soon as you let go.",
+        elem_id="c2f-strength",
+    )
+    with gr.Row(equal_height=True):
+        auto_strength = SettingCheckbox(
+            value=defaults.auto_strength,
+            label="Automatic strength",
+            info="Per-layer steps from the boundary's scores replace the slider.",
+            scale=1,
+        )
+        face_number = SettingNumber(
+            1, label="Face (1 = largest)", precision=0, minimum=1, maximum=MAX_FACE_NUMBER, scale=0, min_width=170
+        )
+    with gr.Row():
+        method = SettingRadio(
+            [("Warp — fast", "warp"), ("Diffuse — paper quality, slow", "diffuse")],
+            value=defaults.method,
+            label="Neck refinement",
+        )
+        inversion = SettingRadio(
+            [("Fast encoder", "encoder"), ("Encoder + optimisation", "optimise")],
+            value=defaults.inversion,
+            label="Inversion quality",
+        )
+    with gr.Accordion("Advanced", open=False):
+        mix_layers, inversion_steps, refine_steps, seed, w_plus_code = build_advanced_controls(defaults, step_caps)
+    controls = Controls(
+        photo, strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps, refine_steps,
+        seed, w_plus_code,
+    )  # fmt: skip
+    return controls, run_button
+
+
+def build_advanced_controls(
+    defaults: RemovalSettings, step_caps: tuple[int, int]
+) -> tuple[SettingDropdown, SettingSlider, SettingSlider, SettingNumber, gr.File]:
+    """Style-mixing layers, optimisation steps, seed and an optional W+ code (step caps depend on the device)."""
+    inversion_step_cap, refine_step_cap = step_caps
+    mix_layers = SettingDropdown(
+        list(range(NUM_WS)),
+        value=[],
+        multiselect=True,
+        label="Layers restored from the original (style mixing)",
+        info="Empty = the method's default (warp: 6–17, diffuse: 7–17).",
+    )
+    inversion_steps = SettingSlider(
+        0,
+        inversion_step_cap,
+        value=min(defaults.inversion_steps, inversion_step_cap),
+        step=STEP_INCREMENT,
+        label="Optimisation steps (encoder + optimisation only)",
+    )
+    refine_steps = SettingSlider(
+        0,
+        refine_step_cap,
+        value=min(defaults.refine_steps, refine_step_cap),
+        step=STEP_INCREMENT,
+        label="Diffuse refinement steps",
+    )
+    seed = SettingNumber(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
+    w_plus_code = gr.File(label="W+ code (.npy, optional: skips the inversion)", file_types=[".npy"], height=90)
+    return mix_layers, inversion_steps, refine_steps, seed, w_plus_code
+
+
+@dataclass
+class Views:
+    """The output components (made unrendered first, so the examples above them can name them)."""
+
+    slider: gr.ImageSlider
+    stages: gr.Gallery
+    downloads: gr.File
+    summary: gr.JSON
+    notes: gr.Markdown
+    sweep: gr.Image
+
+    @classmethod
+    def create(cls) -> Views:
+        """Unrendered output components; place them with :meth:`render`."""
+        return cls(
+            slider=gr.ImageSlider(
+                label="Before / after",
+                type="filepath",
+                format="png",
+                interactive=False,
+                max_height=640,
+                elem_id="c2f-slider",
+                render=False,
+            ),
+            stages=gr.Gallery(
+                label="Stages", columns=5, format="jpeg", object_fit="contain", height=230, render=False
+            ),
+            downloads=gr.File(label="Downloads", file_count="multiple", interactive=False, render=False),
+            summary=gr.JSON(label="Summary", render=False),
+            notes=gr.Markdown(label="Notes", elem_classes=["c2f-notes"], render=False),
+            sweep=gr.Image(label="Strength sweep", type="filepath", interactive=False, height=400, render=False),
+        )
+
+    def results(self) -> list[gr.components.Component]:
+        """The outputs of a removal, in the handlers' return order."""
+        return [self.slider, self.stages, self.downloads, self.summary, self.notes]
+
+    def render(self) -> gr.Button:
+        """Lay the outputs out in the current column; returns the sweep button."""
+        self.slider.render()
+        self.notes.render()
+        with gr.Tabs():
+            with gr.Tab("Stages"):
+                gr.Markdown("Aligned crop → reconstruction → edited render → neck mask → refined crop (previews).")
+                self.stages.render()
+            with gr.Tab("Strength sweep"):
+                sweep_button = gr.Button("Animate from strength 0 to the chosen strength", elem_id="c2f-sweep")
+                self.sweep.render()
+            with gr.Tab("Downloads"):
+                gr.Markdown(
+                    "`result.png` (lossless, full size) · `w_plus.npy` (the face's W+ code; upload it "
+                    "under Advanced to skip the inversion) · `settings.json`."
+                )
+                self.downloads.render()
+                self.summary.render()
+        return sweep_button
