@@ -138,7 +138,7 @@ def test_an_example_runs_and_the_page_is_screenshotted(page: object) -> None:
     before, after = slider_images(page)
     with Image.open(SCREENSHOT_EXAMPLE) as example:
         assert (after["width"], after["height"]) == (before["width"], before["height"]) == example.size
-    banner = page.get_by_text(STAND_IN_NOTE)  # type: ignore[attr-defined]
+    banner = page.locator(".c2f-banner").get_by_text(STAND_IN_NOTE)  # type: ignore[attr-defined]
     playwright_api.expect(banner).to_be_visible()
     page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover highlight in the picture
     png = page.screenshot(full_page=True)  # type: ignore[attr-defined]
