@@ -25,13 +25,13 @@ from pipeline.networks.encoder import Encoder4Editing, EncoderConfig
 from pipeline.networks.parsing import BiSeNet
 from pipeline.networks.perceptual import VGGConfig, random_vgg16_features, save_vgg16_features
 from pipeline.networks.stylegan2 import Generator, GeneratorConfig
-from pipeline.weights.registry import REGISTRY
+from pipeline.weights.registry import REGISTRY, STAND_IN_MARKER
 from pipeline.weights.stand_in_seeds import FIXTURE_SEED, seeded_state_dict
 
 logger = logging.getLogger(__name__)
 
 LATENT_AVG_SAMPLES = 4096  # z samples averaged for the stand-in latent_avg (as StyleGAN2's mean_latent)
-MARKER_FILENAME = "STAND_IN_WEIGHTS.txt"
+MARKER_FILENAME = STAND_IN_MARKER
 MARKER_TEXT = (
     "This folder holds seeded random stand-in weights written by `python -m pipeline.weights make-test-weights`.\n"
     "They have the real file names, formats, key names and (for the face parser) shapes, but they are NOT the real\n"
