@@ -490,3 +490,19 @@ def test_data_url_uploads_are_bounded_and_decoded(app_module: ModuleType) -> Non
         app.data_url_bytes("data:image/png,plain")
     with pytest.raises(app.InputImageError, match="could not be read"):
         app.data_url_bytes("data:image/png;base64,!!!")
+
+
+def test_a_failed_start_up_check_warns_on_the_page(app_module: ModuleType) -> None:
+    from pipeline.weights.known_answers import Finding, KnownAnswerReport
+    from pipeline.weights.verify import StartupCheck
+
+    assert app_module.STARTUP_CHECK.warning() == ""  # stand-in weights: not run (the stand-in banner says why)
+    models = app_module.LOADED.models
+    failed = KnownAnswerReport((Finding("generator", False, "rendered codes do not match their photos"),))
+    check = StartupCheck(dataclasses.replace(models, stand_in=False), run=lambda _m: failed).start()
+    assert check.wait(30)
+    demo = app_module.build_demo(app_module.LOADED, check)
+    (load,) = [fn for fn in demo.fns.values() if fn.name == "show"]
+    shown = load.fn()
+    assert shown.visible and "failed their start-up check** (generator)" in shown.value
+    assert "python -m pipeline.weights verify" in shown.value
