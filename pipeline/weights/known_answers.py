@@ -93,8 +93,10 @@ __all__ = [
     "check_generator",
     "check_parser",
     "face_region",
+    "feature_distances",
     "load_examples",
     "psnr_matrix",
+    "vgg_features",
     "vgg_matrix",
 ]
 
@@ -327,27 +329,31 @@ def psnr_matrix(renders: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
     return (10.0 * torch.log10(PSNR_PEAK**2 / mse.clamp_min(MIN_MSE))).numpy()
 
 
-def vgg_matrix(vgg: torch.nn.Module, renders: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
-    """LPIPS-style VGG distance of every render to every photo (face regions in [0, 1], upsampled to 256²).
+def vgg_features(vgg: torch.nn.Module, regions: torch.Tensor) -> list[list[torch.Tensor]]:
+    """VGG16 tap features of face regions in [0, 1] (upsampled to 256², as LPIPS compares), one list per image."""
+    device = next(vgg.parameters()).device
+    upsampled = F.interpolate(regions, size=ANALYSIS_SIZE, mode="bilinear", align_corners=False) * 2.0 - 1.0
+    with torch.inference_mode():
+        return [[tap.float().cpu() for tap in vgg(item[None].to(device))] for item in upsampled]
 
-    Returns:
-        (R, P) float64 distances (:func:`pipeline.networks.perceptual.lpips_like_distance`).
-    """
+
+Features = Sequence[Sequence[torch.Tensor]]  # per image, the VGG tap tensors
+
+
+def feature_distances(feats_a: Features, feats_b: Features) -> np.ndarray:
+    """(A, B) LPIPS-style distances (:func:`~pipeline.networks.perceptual.lpips_like_distance`) of feature lists."""
     from pipeline.networks.perceptual import lpips_like_distance
 
-    device = next(vgg.parameters()).device
-
-    def features(batch: torch.Tensor) -> list[list[torch.Tensor]]:
-        upsampled = F.interpolate(batch, size=ANALYSIS_SIZE, mode="bilinear", align_corners=False) * 2.0 - 1.0
-        with torch.inference_mode():
-            return [[tap.float().cpu() for tap in vgg(item[None].to(device))] for item in upsampled]
-
-    feats_r, feats_p = features(renders), features(photos)
-    out = np.zeros((len(feats_r), len(feats_p)))
-    for i, fr in enumerate(feats_r):
-        for j, fp in enumerate(feats_p):
-            out[i, j] = float(lpips_like_distance(fr, fp)[0])
+    out = np.zeros((len(feats_a), len(feats_b)))
+    for i, fa in enumerate(feats_a):
+        for j, fb in enumerate(feats_b):
+            out[i, j] = float(lpips_like_distance(list(fa), list(fb))[0])
     return out
+
+
+def vgg_matrix(vgg: torch.nn.Module, renders: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
+    """LPIPS-style VGG distance of every render to every photo (face regions in [0, 1]); (R, P) float64."""
+    return feature_distances(vgg_features(vgg, renders), vgg_features(vgg, photos))
 
 
 def _identification(similarity: np.ndarray, margin: float, *, larger_is_closer: bool) -> list[tuple[int, float]]:
@@ -440,8 +446,11 @@ def _fidelity(
     """
     rows = list(range(len(regions))) if rows is None else list(rows)
     psnr = psnr_matrix(regions, photo_regions)
-    distances = vgg_matrix(vgg, regions, photo_regions) if vgg is not None else None
-    photo_distances = vgg_matrix(vgg, photo_regions, photo_regions) if vgg is not None else None
+    distances = photo_distances = None
+    if vgg is not None:
+        photo_features = vgg_features(vgg, photo_regions)
+        distances = feature_distances(vgg_features(vgg, regions), photo_features)
+        photo_distances = feature_distances(photo_features, photo_features)
     lines, failures = [], []
     for k, i in enumerate(rows):
         others = [j for j in range(len(names)) if j != i]

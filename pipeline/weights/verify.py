@@ -141,8 +141,8 @@ def run_known_answers(
             return invert_with_encoder(encoder, photo, device=device)  # type: ignore[arg-type]
 
         findings.append(check_encoder(encode, render, examples, official, vgg, thresholds))
-    elif not subset:
-        skipped.append("encoder: not loaded")
+    else:
+        skipped.append("encoder: " + ("not part of the start-up subset (run verify)" if subset else "not loaded"))
     parser = models.parser
     if parser is None:
         skipped.append("face parser: its weights are unavailable")

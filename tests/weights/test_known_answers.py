@@ -251,7 +251,7 @@ def test_parser_controls_fail(examples: ExampleSet) -> None:
 
 
 def test_stand_in_weights_fail_plainly_and_far_from_the_thresholds(
-    stand_in_weights_dir: Path, examples: ExampleSet
+    stand_in_weights_dir: Path, examples: ExampleSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = load_models(stand_in_weights_dir, device="cpu", allow_download=False)
     three = examples.subset(["00016", "00191", "00352"])
@@ -264,6 +264,7 @@ def test_stand_in_weights_fail_plainly_and_far_from_the_thresholds(
     assert max(psnrs) < T.generator_psnr_min_db - 6.0  # measured 4.8–4.9 dB: ≥ 11 dB below the floor
 
     printed: list[str] = []
+    monkeypatch.setattr("pipeline.weights.verify.load_examples", lambda: three)
     assert verify_command(stand_in_weights_dir, ["e4e"], printed.append, load=lambda _dir: models) == 1
     text = "\n".join(printed)
     assert "STAND-IN weights" in text and "cannot be reproduced" in text and "size=" not in text
