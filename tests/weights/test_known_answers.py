@@ -18,7 +18,7 @@ from pipeline.config import BOUNDARIES_DIR, EXAMPLES_DIR
 from pipeline.latent.editing import Boundary, load_boundary
 from pipeline.models import load_models
 from pipeline.networks.parsing import NECK, SKIN
-from pipeline.networks.perceptual import VGGConfig, random_vgg16_features
+from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, random_vgg16_features
 from pipeline.weights.known_answers import (
     DEFAULT_THRESHOLDS,
     STAND_IN_VERDICT,
@@ -30,8 +30,10 @@ from pipeline.weights.known_answers import (
     check_generator,
     check_parser,
     face_region,
+    feature_distances,
     load_examples,
     psnr_matrix,
+    vgg_features,
 )
 from pipeline.weights.verify import (
     STARTUP_EXAMPLE,
@@ -138,6 +140,16 @@ def test_boundary_and_example_files_are_pinned(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"00191_wp\.npy is missing or differs from the official release"):
         load_examples(examples_copy)
     assert load_examples(examples_copy, names=["00016"]).names == ("00016",)
+
+
+def test_all_pair_vgg_distances_equal_the_perceptual_module_s() -> None:
+    vgg = random_vgg16_features(VGGConfig.tiny())
+    a, b = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.rand(2, 3, 64, 64)
+    b[0] = a[1]
+    fa, fb = vgg_features(vgg, a), vgg_features(vgg, b)
+    expected = [[float(lpips_like_distance(x, y)[0]) for y in fb] for x in fa]
+    np.testing.assert_allclose(feature_distances(fa, fb), expected, rtol=1e-5, atol=1e-6)
+    assert feature_distances(fa, fb)[1, 0] < 1e-9
 
 
 # -- the pass path with fakes (plumbing) -----------------------------------------------------------------------------
