@@ -333,11 +333,13 @@ def psnr_matrix(renders: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
 
 
 def vgg_features(vgg: torch.nn.Module, regions: torch.Tensor) -> list[list[torch.Tensor]]:
-    """VGG16 tap features of face regions in [0, 1] (upsampled to 256², as LPIPS compares), one list per image."""
+    """VGG16 tap features of (N, 3, 128, 128) face regions in [0, 1], one list of taps per image.
+
+    The regions are fed at their own 128² (relu5_3 at 8²): upsampling them first would add no detail and cost 4×.
+    """
     device = next(vgg.parameters()).device
-    upsampled = F.interpolate(regions, size=ANALYSIS_SIZE, mode="bilinear", align_corners=False) * 2.0 - 1.0
     with torch.inference_mode():
-        return [[tap.float().cpu() for tap in vgg(item[None].to(device))] for item in upsampled]
+        return [[tap.float().cpu() for tap in vgg(item[None].to(device) * 2.0 - 1.0)] for item in regions]
 
 
 Features = Sequence[Sequence[torch.Tensor]]  # per image, the VGG tap tensors
