@@ -1161,7 +1161,7 @@ class Views:
 
 def startup_check_banner(demo: gr.Blocks, check: StartupCheck | None) -> None:
     """A warning shown on page load once the start-up known-answer check (a background thread) has failed."""
-    if check is None:
+    if check is None or not check.active:  # no models, or stand-ins (the stand-in banner already says why)
         return
     banner = gr.Markdown(visible=False, elem_classes=["c2f-banner", "c2f-warning"])
 

@@ -497,6 +497,7 @@ def test_a_failed_start_up_check_warns_on_the_page(app_module: ModuleType) -> No
     from pipeline.weights.verify import StartupCheck
 
     assert app_module.STARTUP_CHECK.warning() == ""  # stand-in weights: not run (the stand-in banner says why)
+    assert not [fn for fn in app_module.demo.fns.values() if fn.name == "show"]  # so the page does not listen
     models = app_module.LOADED.models
     failed = KnownAnswerReport((Finding("generator", False, "rendered codes do not match their photos"),))
     check = StartupCheck(dataclasses.replace(models, stand_in=False), run=lambda _m: failed).start()

@@ -362,6 +362,11 @@ class StartupCheck:
         self._thread.start()
         return self
 
+    @property
+    def active(self) -> bool:
+        """True when the check was started (real models), so the page should listen for its result."""
+        return self._thread.ident is not None
+
     def _work(self) -> None:
         try:
             self.report = self._run(self._models)

@@ -320,6 +320,7 @@ def test_startup_check_runs_in_the_background_and_warns_only_on_failure(examples
     crashed = StartupCheck(models, run=broken).start()
     assert crashed.wait(30) and "could not run: RuntimeError: no memory" in crashed.warning()
 
+    assert check.active and good.active
     for skipped in (None, replace(models, stand_in=True)):
         idle = StartupCheck(skipped, run=broken).start()
-        assert idle.wait(0) and idle.warning() == ""
+        assert idle.wait(0) and idle.warning() == "" and not idle.active
