@@ -320,3 +320,20 @@ def test_gpu_function_takes_and_returns_picklable_cpu_values(app_module: ModuleT
     np.testing.assert_array_equal(copy.edit.refined, result.edit.refined)
     np.testing.assert_array_equal(copy.prepared.w_plus, result.prepared.w_plus)
     assert len(copy.sweep) == 2 and copy.sweep[0].shape == (1024, 1024, 3)
+
+
+def test_a_failed_start_up_check_warns_on_the_page(app_module: ModuleType) -> None:
+    from pipeline.weights.known_answers import Finding, KnownAnswerReport
+    from pipeline.weights.verify import StartupCheck
+
+    assert app_module.STARTUP_CHECK.warning() == ""  # stand-in weights: not run (the stand-in banner says why)
+    assert not [fn for fn in app_module.demo.fns.values() if fn.name == "show"]  # so the page does not listen
+    models = app_module.LOADED.models
+    failed = KnownAnswerReport((Finding("generator", False, "rendered codes do not match their photos"),))
+    check = StartupCheck(dataclasses.replace(models, stand_in=False), run=lambda _m: failed).start()
+    assert check.wait(30)
+    demo = app_module.build_demo(app_module.LOADED, check)
+    (load,) = [fn for fn in demo.fns.values() if fn.name == "show"]
+    shown = load.fn()
+    assert shown.visible and "failed their start-up check** (generator)" in shown.value
+    assert "python -m pipeline.weights verify" in shown.value
