@@ -1,7 +1,8 @@
 """The end-to-end double-chin remover: photo in, photo out, every intermediate kept.
 
 Stages (METHOD.md §1): decode → detect → FFHQ-align → invert to W+ → boundary edit + style mixing → neck mask →
-refine (warp or diffuse) → paste back into the full photo. The two halves are separate methods so a caller (the app)
+refine (warp or diffuse) → paste back into the full photo → write back into the photo's own form (colour profile,
+bit depth, channels, alpha; :mod:`pipeline.faces.photo`). The two halves are separate methods so a caller (the app)
 can cache :meth:`DoubleChinRemover.prepare` (alignment and inversion, the expensive part) and re-run only
 :meth:`DoubleChinRemover.edit` when the strength or the method changes.
 """
@@ -23,8 +24,10 @@ from tqdm.auto import tqdm
 
 from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR
 from pipeline.errors import PipelineError, WeightsError
-from pipeline.faces.align import AlignedFace, Face, align_face, find_faces
-from pipeline.faces.decode import ImageSource, decode_upload
+from pipeline.faces.align import AlignedFace, Face, align_face
+from pipeline.faces.decode import DecodedImage, ImageSource, decode_upload
+from pipeline.faces.photo import SourcePhoto, write_back
+from pipeline.faces.upright import FaceSearch, find_faces_any_turn
 from pipeline.latent.editing import (
     AutoStrength,
     Boundary,
@@ -48,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 StageCallback = Callable[[str], None]  # told the name of each stage as it starts
 StopCheck = Callable[[], bool]
+STRENGTH_ZERO_NOTE = "Strength 0 leaves the photo unchanged: it is returned exactly as it was uploaded."
 CPU_RENDER_SIZE = 256  # on CPU the optimisation loops render 256² (METHOD.md §7 renders 1024²; see refine_diffuse.py)
 FEATURE_TAP = "relu4_3"  # the diffuse loss compares VGG16 features after conv4_3 (METHOD.md §7)
 
@@ -112,19 +116,23 @@ class FaceEdit:
 class RemovalResult:
     """The output photo with every intermediate, the codes, the settings and per-stage timings."""
 
-    image: np.ndarray  # (H, W, 3) uint8 RGB, the input photo with the edited faces pasted back
-    original: np.ndarray  # (H, W, 3) uint8 RGB, the decoded input
-    faces: list[Face]  # every detected face, largest first
+    image: np.ndarray  # (H, W, 3) uint8 sRGB model view of the result (the input's view with the faces pasted back)
+    original: np.ndarray  # (H, W, 3) uint8 sRGB model view of the decoded input
+    faces: list[Face]  # every detected face, largest first (coordinates in the frame turned by ``turn_degrees``)
     edits: dict[int, FaceEdit]  # face index → its edit
     settings: RemovalSettings
     stand_in: bool  # True when produced with stand-in weights: not a real result
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    photo: SourcePhoto | None = None  # the result in the input's own form (profile, depth, channels): what to save
+    turn_degrees: int = 0  # clockwise turn under which the faces were found and edited (0 = upright)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description of what was done (no pixels)."""
         return {
             "size": [int(self.image.shape[1]), int(self.image.shape[0])],
+            **({"photo": self.photo.describe()} if self.photo is not None else {}),
+            "turned_degrees": self.turn_degrees,
             "faces_found": len(self.faces),
             "faces_edited": sorted(self.edits),
             "settings": self.settings.to_dict(),
@@ -224,6 +232,22 @@ class DoubleChinRemover:
         return self._boundaries[key]
 
     # 1–2. Detection and alignment ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def detect(image: np.ndarray) -> FaceSearch:
+        """Find the faces of a decoded photo (its model view), turning it when no face is found upright.
+
+        Args:
+            image: (H, W, 3) uint8 sRGB, ``DecodedImage.image``.
+
+        Returns:
+            FaceSearch: the faces and the turn they were found under; align, edit and paste back in
+            ``search.turn(image)`` and hand the search to :meth:`finish`.
+
+        Raises:
+            NoFaceError, FaceTooSmallError: see :func:`pipeline.faces.upright.find_faces_any_turn`.
+        """
+        return find_faces_any_turn(image)
 
     @staticmethod
     def select_faces(faces: list[Face], settings: RemovalSettings) -> list[int]:
@@ -333,7 +357,12 @@ class DoubleChinRemover:
         on_stage: StageCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> FaceEdit:
-        """Move the code along the boundary, render it, and blend the new neck into the aligned crop."""
+        """Move the code along the boundary, render it, and blend the new neck into the aligned crop.
+
+        A zero edit (strength 0, or an automatic strength whose every step is 0) and an empty neck region change
+        nothing: ``refined`` is the aligned crop itself and ``blend_mask`` is all zero, so the paste-back and the
+        write-back return the photo bit for bit.
+        """
         timings: dict[str, float] = {}
         notes: list[str] = []
         with _timed(timings, "edit", on_stage):
@@ -346,6 +375,9 @@ class DoubleChinRemover:
                     notes.append(auto.message)
             else:
                 w_edited = edit_latent(prepared.w_plus, boundary, alpha=settings.strength, **mix)
+            if is_zero_edit(settings, auto):
+                notes.append(STRENGTH_ZERO_NOTE)
+                return unchanged_edit(prepared, prepared.w_plus.copy(), prepared.reconstruction, auto, notes, timings)
             edited = self.render(w_edited)
         inside = prepared.aligned.inside_mask() > 0
         with _timed(timings, "mask", on_stage):
@@ -357,11 +389,7 @@ class DoubleChinRemover:
             region &= inside  # never edit reflect-padding: it is not part of the photo
         if not region.any():
             notes.append("No neck region was found below the jaw, so the photo is returned unchanged.")
-            blank = np.zeros(region.shape, dtype=np.float32)
-            unchanged = prepared.aligned.image.copy()
-            return FaceEdit(
-                prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings
-            )
+            return unchanged_edit(prepared, w_edited, edited, auto, notes, timings)
         refine = self._refine_diffuse if settings.method == "diffuse" else self._refine_warp
         with _timed(timings, f"refine_{settings.method}", on_stage):
             refined, blend, w_final = refine(prepared, settings, edited, w_edited, region, notes, should_stop)
@@ -455,6 +483,30 @@ class DoubleChinRemover:
             notes.append(f"The diffuse refinement was stopped after {result.steps_run} of {options.steps} steps.")
         return composite(prepared.aligned.image, to_uint8(result.render), blend), blend, result.w_plus
 
+    # 7. Paste back and write back ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def finish(
+        decoded: DecodedImage, search: FaceSearch, edits: dict[int, FaceEdit]
+    ) -> tuple[np.ndarray, SourcePhoto]:
+        """Paste every edited face back at full size and write the result into the photo's own form.
+
+        Args:
+            decoded: the decoded upload (its model view and its own form).
+            search: the detection the edits were made under (their frame's turn).
+            edits: face index → edit, from :meth:`edit`.
+
+        Returns:
+            ``(view, photo)``: the result's (H, W, 3) uint8 sRGB model view (upright), and the result in the photo's
+            own colour profile, bit depth and channels, equal to ``decoded.photo`` bit for bit outside the pixels the
+            edit changed (the very same object when nothing changed).
+        """
+        frame = search.turn(decoded.image)
+        for edit in edits.values():
+            frame = edit.prepared.aligned.paste_back(frame, edit.refined, edit.blend_mask)
+        view = search.unturn(frame)
+        return view, write_back(decoded.photo, decoded.image, view)
+
     # The whole pipeline ---------------------------------------------------------------------------------------------
 
     def __call__(
@@ -483,25 +535,53 @@ class DoubleChinRemover:
         with _timed(timings, "decode", on_stage):
             decoded = decode_upload(photo)
         with _timed(timings, "detect", on_stage):
-            faces = find_faces(decoded.image)
+            search = self.detect(decoded.image)
+        faces = search.faces
         indices = self.select_faces(faces, settings)
         if w_plus is not None and len(indices) != 1:
             raise PipelineError("A W+ code describes one face; choose a single face when you supply a code.")
-        output = decoded.image
+        frame = search.turn(decoded.image)
         edits: dict[int, FaceEdit] = {}
         for index in indices:
             prepared = self.prepare(
-                decoded.image, faces[index], settings, w_plus=w_plus, on_stage=on_stage, should_stop=should_stop
+                frame, faces[index], settings, w_plus=w_plus, on_stage=on_stage, should_stop=should_stop
             )
             edits[index] = self.edit(prepared, settings, on_stage=on_stage, should_stop=should_stop)
-            with _timed(timings, "paste_back", on_stage):
-                output = prepared.aligned.paste_back(output, edits[index].refined, edits[index].blend_mask)
             for stage_timings in (prepared.timings, edits[index].timings):
                 for name, seconds in stage_timings.items():
                     timings[name] = timings.get(name, 0.0) + seconds
+        with _timed(timings, "paste_back", on_stage):
+            output, photo = self.finish(decoded, search, edits)
         notes = list(self.models.notes) + list(decoded.notes)
+        if search.note:
+            notes.append(search.note)
         if len(faces) > 1 and not settings.all_faces:
             notes.append(f"{len(faces)} faces were found; face {indices[0] + 1} (largest first) was edited.")
         for edit in edits.values():
             notes.extend(edit.notes)
-        return RemovalResult(output, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings)
+        return RemovalResult(
+            output, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings, photo,
+            search.turn_degrees,
+        )  # fmt: skip
+
+
+def is_zero_edit(settings: RemovalSettings, auto: AutoStrength | None) -> bool:
+    """Whether the edit moves the code by nothing: strength 0, or an automatic strength whose steps are all 0."""
+    if auto is not None:
+        return not np.any(auto.steps * auto.edit_weights)
+    return settings.strength == 0
+
+
+def unchanged_edit(
+    prepared: PreparedFace,
+    w_edited: np.ndarray,
+    edited: np.ndarray,
+    auto: AutoStrength | None,
+    notes: list[str],
+    timings: dict[str, float],
+) -> FaceEdit:
+    """A FaceEdit that changes nothing: empty neck mask, zero blend, the aligned crop as the refined crop."""
+    region = np.zeros(prepared.aligned.image.shape[:2], dtype=bool)
+    blank = np.zeros(region.shape, dtype=np.float32)
+    unchanged = prepared.aligned.image.copy()
+    return FaceEdit(prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings)
