@@ -40,6 +40,10 @@ ICC_RGB, ICC_GRAY = "RGB ", "GRAY"
 # Relative colorimetric: matrix/TRC profiles (every camera and phone profile) have no perceptual table, and in-gamut
 # colours then survive the photo → sRGB → photo round trip up to rounding (ICC.1:2022 §6.2.2; ours).
 RENDERING_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
+# Largest difference (in 8-bit levels) between a photo's own value and its sRGB view converted back that write_back
+# keeps in an edited pixel: rounding to 8 bits (0.5) plus LittleCMS's 8-bit transforms (about 1) (ours, measured on
+# the colord-data profiles).
+RESIDUAL_LIMIT = 2.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG spec §5.2
 PNG_HEAD_BYTES = 26  # signature, IHDR length and type, width, height, bit depth, colour type (PNG spec §11.2.2)
 PNG_SIXTEEN_BITS = 16
@@ -296,15 +300,16 @@ def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> Sou
     """Put an edit of the model view into the photo's own colour space, depth and channels.
 
     Outside the pixels where ``after`` differs from ``before`` the result equals ``photo.pixels`` bit for bit (and
-    when nothing differs, ``photo`` itself is returned). Inside, the sRGB change is converted into the photo's
-    colour space with LittleCMS and added to the photo's own values:
+    when nothing differs, ``photo`` itself is returned). In the touched pixels the edited sRGB colour is converted into
+    the photo's colour space with LittleCMS and the photo's own residual is added back:
 
-        ``out = photo + f(after) − f(before)``,  f = sRGB → photo colour space (8-bit units, ×257 at 16 bits)
+        ``out = f(after) + clip(photo − f(before), ±RESIDUAL_LIMIT)``,  f = sRGB → photo colour space (8-bit units)
 
-    so in-gamut pixels become ``f(after)`` up to rounding while the photo's precision and any wide-gamut component
-    of the untouched colour survive. Grey photos get the luma of the edit (ITU-R BT.601, Pillow's "L") and stay grey;
-    with alpha, the change of the composite is divided by the pixel's opacity (fully transparent pixels and the alpha
-    channel itself are kept).
+    The residual is what the 8-bit sRGB view rounded away (a 16-bit photo's fine steps, LittleCMS's 8-bit rounding), so
+    a barely touched pixel at the edge of the neck keeps its value to within the edit's change; larger residuals come
+    from colours outside sRGB, which the edited neck replaces. Grey photos get the luma of the edit (ITU-R BT.601,
+    Pillow's "L") and stay grey. With alpha, the models saw the photo composited on ``ALPHA_BACKGROUND_RGB``; both
+    views are un-composited by the pixel's opacity first, fully transparent pixels and the alpha channel are kept.
 
     Args:
         photo: the source photo.
@@ -320,23 +325,39 @@ def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> Sou
     region = changed_region(before, after)
     if region.shape != photo.pixels.shape[:2]:
         raise ValueError(f"the edited view is {region.shape[::-1]}, the photo {photo.size}")
+    if photo.has_alpha:
+        region &= photo.pixels[:, :, -1] > 0  # a fully transparent pixel shows nothing of an edit
     if not region.any():
         return photo
-    delta = _native_colour(after[region], photo) - _native_colour(before[region], photo)  # (N, C) in 8-bit units
     pixels = photo.pixels.copy()
     touched = pixels[region]  # (N, channels)
     channels = photo.colour_channels
+    edited, original = after[region], before[region]
     if photo.has_alpha:
-        opacity = to_8bit(touched[:, -1]).astype(np.float64) / UINT8_MAX
-        delta = np.where(opacity[:, None] > 0, delta / np.maximum(opacity[:, None], 1e-12), 0.0)
+        opacity = to_8bit(touched[:, -1])
+        edited, original = uncomposite(edited, opacity), uncomposite(original, opacity)
     scale = EIGHT_TO_SIXTEEN if photo.bit_depth == 16 else 1
     top = UINT16_MAX if photo.bit_depth == 16 else UINT8_MAX
-    updated = touched[:, :channels].astype(np.float64) + delta * scale
+    own = touched[:, :channels].astype(np.float64) / scale  # the photo's values in 8-bit units
+    residual = np.clip(own - _native_colour(original, photo), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
+    updated = (_native_colour(edited, photo) + residual) * scale
     if photo.grey and channels == 3:  # an RGB photo with equal channels: keep them equal
         updated = np.repeat(updated.mean(axis=1, keepdims=True), 3, axis=1)
     touched[:, :channels] = np.clip(np.rint(updated), 0, top).astype(pixels.dtype)
     pixels[region] = touched
     return SourcePhoto(pixels, photo.icc_profile, photo.grey, photo.notes)
+
+
+def uncomposite(composited: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    """Straight colour x from ``c = x·a + background·(1 − a)``: (N, 3) uint8 composite, (N,) uint8 opacity > 0.
+
+    Returns:
+        (N, 3) uint8, rounded and clipped to 0…255.
+    """
+    weight = opacity.astype(np.float64)[:, None] / UINT8_MAX
+    background = np.asarray(ALPHA_BACKGROUND_RGB, dtype=np.float64)
+    straight = (composited.astype(np.float64) - background * (1.0 - weight)) / weight
+    return np.clip(np.rint(straight), 0, UINT8_MAX).astype(np.uint8)
 
 
 def _native_colour(srgb: np.ndarray, photo: SourcePhoto) -> np.ndarray:
@@ -389,7 +410,7 @@ def encode_png(photo: SourcePhoto) -> bytes:
             raise OSError("the PNG encoder failed")
         return buffer.tobytes()
     if photo.bit_depth == 16:
-        image = Image.fromarray(pixels[:, :, 0].astype("<u2"), "I;16")
+        image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0], dtype="<u2"))  # mode "I;16"
     else:
         mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
         image = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode)
