@@ -55,13 +55,17 @@ import torch
 from gradio.data_classes import ImageData
 from gradio.utils import get_upload_folder
 from PIL import Image
+from starlette.middleware import Middleware
 from tqdm.auto import tqdm
 
+from http_guard import CodePayload, PhotoPayload, RequestBodyLimit
 from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, PipelineError, WeightsError
-from pipeline.faces.align import Face, find_faces
+from pipeline.faces.align import Face
 from pipeline.faces.decode import DecodedImage, decode_upload
+from pipeline.faces.photo import SourcePhoto, encode_png
+from pipeline.faces.upright import FaceSearch
 from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code, strength_sweep
 from pipeline.models import STAND_IN_NOTE
 from pipeline.refinement.compositing import composite, mask_overlay
@@ -83,6 +87,9 @@ ALLOW_DOWNLOAD_ENV = "C2F_ALLOW_DOWNLOAD"  # 0/false/no/off: never touch the net
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 MAX_FILE_SIZE_MB = 10  # uploads above this get HTTP 413 (RELIABILITY.md §0 item 2; a 40 MP JPEG is ~8–15 MB)
+# Any request body above this gets HTTP 413 before it is read (http_guard.py): a photo as a base64 data: URL plus 1 MiB
+# for the JSON around it (issue 11 item 7).
+MAX_REQUEST_BYTES = MAX_FILE_SIZE_MB * 1024 * 1024 * 4 // 3 + 1024 * 1024
 QUEUE_MAX_SIZE = 16  # waiting requests beyond this get "Queue is full" (RELIABILITY.md §0 item 4: peers use 4–25)
 DELETE_CACHE = (600, 1800)  # sweep temporary files every 10 min, deleting those older than 30 min (§1.3)
 CACHE_ENTRIES = 8  # prepared faces kept in memory (~7 MB each: 1024² crop, reconstruction, parsing labels)
@@ -178,6 +185,7 @@ def launch_options() -> dict[str, Any]:
         "blocked_paths": [str(CHECKPOINTS_DIR.resolve()), str(resolve_weights_dir().resolve())],
         "theme": THEME,
         "css": CSS,
+        "app_kwargs": {"middleware": [Middleware(RequestBodyLimit, max_bytes=MAX_REQUEST_BYTES)]},
     }
 
 
@@ -331,6 +339,7 @@ with no_pyi_stubs():
         """
 
         is_template = True  # the browser renders it with gr.Image's front end (Gradio names it after the parent)
+        data_model = PhotoPayload  # a plain path from gradio_client gets "wrap it with handle_file"
 
         def preprocess(self, payload: ImageData | None) -> DecodedImage | None:  # type: ignore[override]
             """Decode the uploaded file (Gradio has already checked that it is in its upload folder)."""
@@ -342,6 +351,15 @@ with no_pyi_stubs():
                 if payload.url and payload.url.startswith("data:"):
                     return decode_upload(data_url_bytes(payload.url))
                 raise InputImageError(NO_PHOTO_MESSAGE)
+
+    class CodeFile(gr.File):
+        """gr.File for the W+ code; a plain path from gradio_client gets "wrap it with handle_file"."""
+
+        is_template = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.data_model = CodePayload
 
     class SettingSlider(gr.Slider):
         """gr.Slider that answers a malformed API value with :func:`checked_setting`'s message."""
@@ -539,9 +557,9 @@ def storage_errors() -> Iterator[None]:
         raise PipelineError(STORAGE_MESSAGE) from err
 
 
-def write_png(path: Path, image: np.ndarray) -> str:
-    """Save (H, W, 3) uint8 RGB as a metadata-free PNG; returns the path as a string."""
-    Image.fromarray(image).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+def write_png(path: Path, photo: SourcePhoto) -> str:
+    """Save a photo in its own form (profile, depth, channels) as a PNG without other metadata; returns the path."""
+    path.write_bytes(encode_png(photo))
     return str(path)
 
 
@@ -631,9 +649,10 @@ def render_sweep(remover: DoubleChinRemover, edit: FaceEdit, settings: RemovalSe
         mix_layers=settings.effective_mix_layers,
         mix_ratio=settings.mix_ratio,
     )  # (frames, 18, 512)
-    return tuple(
-        composite(prepared.aligned.image, remover.render(code[None]), edit.blend_mask)
-        for code in tqdm(codes, desc="Strength sweep", leave=False)
+    later = tqdm(codes[1:], desc="Strength sweep", leave=False)  # strength 0 changes nothing: frame 0 is the input
+    return (
+        prepared.aligned.image,
+        *(composite(prepared.aligned.image, remover.render(code[None]), edit.blend_mask) for code in later),
     )
 
 
@@ -647,6 +666,7 @@ class Outcome:
     settings: RemovalSettings
     result: GpuResult
     cached: bool  # the alignment and inversion came from the cache
+    search: FaceSearch  # the faces and the turn they were found under (the edit ran in that frame)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -666,7 +686,7 @@ class RemovalApp:
         self.inversion_step_cap = min(inversion_cap, MAX_STEPS)
         self.refine_step_cap = min(refine_cap, MAX_STEPS)
         self.prepared_cache: LruCache[tuple[object, ...], PreparedFace] = LruCache(CACHE_ENTRIES)
-        self.face_cache: LruCache[str, list[Face]] = LruCache(FACE_CACHE_ENTRIES)
+        self.face_cache: LruCache[str, FaceSearch] = LruCache(FACE_CACHE_ENTRIES)
         self.folders = ResultFolders()
         # One model job at a time even outside the "model" queue slot (lazily cached examples run in their own slot):
         # dlib's detector and the models are not meant to be used by two threads at once.
@@ -766,26 +786,31 @@ class RemovalApp:
         start = time.perf_counter()
         report("detect")
         photo_key = pixel_hash(photo.image)
-        faces = self.face_cache.get(photo_key)
-        if faces is None:
-            faces = find_faces(photo.image)  # raises NoFaceError / FaceTooSmallError with the user's message
-            self.face_cache.put(photo_key, faces)
+        search = self.face_cache.get(photo_key)
+        if search is None:
+            search = remover.detect(photo.image)  # NoFaceError / FaceTooSmallError; turns a sideways photo
+            self.face_cache.put(photo_key, search)
+        faces = search.faces
         index = remover.select_faces(faces, settings)[0]
         key = prepared_key(photo_key, index, settings, user_code)
         timings = {"detect": time.perf_counter() - start}
         cached = self.prepared_cache.get(key)
-        job = GpuJob(settings, faces[index], None if cached else photo.image, cached, user_code, sweep_frames)
+        job = GpuJob(
+            settings, faces[index], None if cached else search.turn(photo.image), cached, user_code, sweep_frames
+        )
         result = self.run_on_gpu(job, progress)
         if cached is None:
             self.prepared_cache.put(key, result.prepared)
             timings.update(result.prepared.timings)
         timings.update(result.edit.timings)
-        return Outcome(photo, faces, index, settings, result, cached is not None, timings)
+        return Outcome(photo, faces, index, settings, result, cached is not None, search, timings)
 
-    def summary(self, outcome: Outcome, image: np.ndarray) -> dict[str, Any]:
+    def summary(self, outcome: Outcome, image: np.ndarray, photo: SourcePhoto | None = None) -> dict[str, Any]:
         """The JSON summary of one result (settings, notes, timings, stand-in flag; no pixels)."""
         edit = outcome.result.edit
         notes = [*self.require_remover().models.notes, *outcome.photo.notes]
+        if outcome.search.note:
+            notes.append(outcome.search.note)
         if len(outcome.faces) > 1:
             notes.append(
                 f"{len(outcome.faces)} faces were found; face {outcome.index + 1} (numbered from the largest) was "
@@ -794,7 +819,7 @@ class RemovalApp:
         notes.extend(edit.notes)
         result = RemovalResult(
             image, outcome.photo.image, outcome.faces, {outcome.index: edit}, outcome.settings, self.stand_in, notes,
-            outcome.timings,
+            outcome.timings, photo, outcome.search.turn_degrees,
         )  # fmt: skip
         summary = result.summary()
         summary["inversion_cached"] = outcome.cached
@@ -811,14 +836,14 @@ class RemovalApp:
         report("paste_back")
         start = time.perf_counter()
         edit = outcome.result.edit
-        image = edit.prepared.aligned.paste_back(outcome.photo.image, edit.refined, edit.blend_mask)
+        image, photo = self.require_remover().finish(outcome.photo, outcome.search, {outcome.index: edit})
         outcome.timings["paste_back"] = time.perf_counter() - start
         report("save")
-        summary = self.summary(outcome, image)
+        summary = self.summary(outcome, image, photo)
         with storage_errors():
             folder = self.folders.new()
-            before = write_png(folder / "original.png", outcome.photo.image)
-            after = write_png(folder / "result.png", image)
+            before = write_png(folder / "original.png", outcome.photo.photo)
+            after = write_png(folder / "result.png", photo)
             code_path = folder / "w_plus.npy"
             np.save(code_path, edit.prepared.w_plus)
             settings_path = folder / "settings.json"
@@ -1015,7 +1040,7 @@ class Controls:
     inversion_steps: SettingSlider
     refine_steps: SettingSlider
     seed: SettingNumber
-    w_plus_code: gr.File
+    w_plus_code: CodeFile
 
     def inputs(self) -> list[gr.components.Component]:
         """Every input, in handler order."""
@@ -1036,7 +1061,7 @@ def build_controls(app: RemovalApp, views: Views) -> tuple[Controls, gr.Button]:
         value=defaults.strength,
         step=0.5,
         label="Strength",
-        info="More negative removes more; 0 leaves the face unchanged. Applied as soon as you let go.",
+        info="More negative removes more; 0 returns the photo exactly as uploaded. Applied as soon as you let go.",
         elem_id="c2f-strength",
     )
     with gr.Row(equal_height=True):
@@ -1096,7 +1121,9 @@ def build_advanced_controls(
         label="Diffuse refinement steps",
     )
     seed = SettingNumber(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-    w_plus_code = gr.File(label="W+ code (.npy, optional: skips the inversion)", file_types=[".npy"], height=90)
+    w_plus_code = CodeFile(
+        label="W+ code (.npy or .pt, optional: skips the inversion)", file_types=[".npy", ".pt", ".pth"], height=90
+    )
     return mix_layers, inversion_steps, refine_steps, seed, w_plus_code
 
 

@@ -597,7 +597,7 @@ def fresh_photo(tmp_path: Path, seed: int) -> Path:
 
 
 STAGES = {  # where an exception is injected → (object, attribute); GPU function, main process before and after it
-    "detector": ("app", "find_faces"),
+    "detector": (DoubleChinRemover, "detect"),
     "inversion": (DoubleChinRemover, "prepare"),
     "paste-back": (AlignedFace, "paste_back"),
 }
