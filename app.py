@@ -58,7 +58,7 @@ from PIL import Image
 from starlette.middleware import Middleware
 from tqdm.auto import tqdm
 
-from http_guard import CodePayload, PhotoPayload, RequestBodyLimit
+from http_guard import CodePayload, PhotoPayload, RequestBodyLimit, is_plain_path, plain_path_message
 from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, PipelineError, WeightsError
@@ -346,6 +346,8 @@ with no_pyi_stubs():
             if payload is None:
                 return None
             with user_facing_errors():
+                if is_plain_path(payload):
+                    raise InputImageError(plain_path_message("photo"))
                 if payload.path:
                     return decode_upload(payload.path)
                 if payload.url and payload.url.startswith("data:"):
@@ -360,6 +362,12 @@ with no_pyi_stubs():
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.data_model = CodePayload
+
+        def preprocess(self, payload: Any) -> Any:
+            """Refuse a bare path sent by gradio_client, then Gradio's own preprocess."""
+            if is_plain_path(payload):
+                raise user_error(plain_path_message("W+ code file"))
+            return super().preprocess(payload)
 
     class SettingSlider(gr.Slider):
         """gr.Slider that answers a malformed API value with :func:`checked_setting`'s message."""

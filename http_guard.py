@@ -6,9 +6,9 @@ Two pieces that sit in front of the page's own checks (issue 11 item 7; RELIABIL
   (``Content-Length``) is answered with HTTP 413 before a byte of it is read; a chunked body is counted as it arrives
   and cut off at the limit. Gradio's own ``max_file_size`` covers only ``/gradio_api/upload``; without this, a JSON
   route such as ``/gradio_api/queue/join`` would read a 200 MB ``data:`` URL whole.
-- :class:`PhotoPayload` / :class:`CodePayload`, Gradio data models that turn a bare string (what gradio_client sends
-  when a file path is passed without ``handle_file``) into a message that says so, instead of a validation error
-  that reaches the user as "The upstream Gradio app has raised an exception".
+- :class:`PhotoPayload` / :class:`CodePayload`, Gradio data models that mark a bare string (what gradio_client sends
+  when a file path is passed without ``handle_file``), so the component answers with :func:`plain_path_message`
+  instead of a validation error that reaches the user as "The upstream Gradio app has raised an exception".
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import json
 import logging
 from typing import Any
 
-import gradio as gr
 from gradio.data_classes import FileData, ImageData
 from pydantic import model_validator
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,15 @@ def too_large_message(max_bytes: int) -> str:
     return f"The request is too large (the limit is {max_bytes / 1024 / 1024:.0f} MB). Please send a smaller photo."
 
 
-class BodyTooLargeError(Exception):
-    """Raised inside the app's ``receive`` when a body without ``Content-Length`` passes the limit."""
+class BodyTooLargeError(HTTPException):
+    """Raised inside the app's ``receive`` when a body without ``Content-Length`` passes the limit.
+
+    An HTTPException, so FastAPI's body parsing passes it on (rather than answering 400) and Starlette's exception
+    middleware answers 413; if it reaches :class:`RequestBodyLimit` itself, the middleware answers.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=HTTP_PAYLOAD_TOO_LARGE, detail=too_large_message(max_bytes))
 
 
 class RequestBodyLimit:
@@ -71,7 +78,7 @@ class RequestBodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLargeError
+                    raise BodyTooLargeError(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -108,28 +115,38 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _refuse_plain_path(data: Any, what: str) -> Any:
-    if isinstance(data, str):
-        example = "portrait.jpg" if what == "photo" else "w_plus.npy"
-        raise gr.Error(PLAIN_PATH_MESSAGE.format(what=what, example=example), print_exception=False)
-    return data
+# What a bare string payload is turned into. Raising from a pydantic validator would reach the user as a validation
+# error (gr.Error is a ValueError, which pydantic wraps), so the validator marks the payload and the component's
+# preprocess, which Gradio lets answer with gr.Error, refuses it with :func:`plain_path_message`.
+PLAIN_PATH_MARK = "gradio-client-plain-path:"
+
+
+def plain_path_message(what: str) -> str:
+    """The message for a bare path sent where a file was expected ("photo" or "W+ code file")."""
+    example = "portrait.jpg" if what == "photo" else "w_plus.npy"
+    return PLAIN_PATH_MESSAGE.format(what=what, example=example)
+
+
+def is_plain_path(payload: object) -> bool:
+    """Whether a validated payload is the mark left for a bare string."""
+    return PLAIN_PATH_MARK in (getattr(payload, "path", None), getattr(payload, "url", None))
 
 
 class PhotoPayload(ImageData):
-    """Gradio's ImageData; a bare string gets :data:`PLAIN_PATH_MESSAGE` instead of a validation error."""
+    """Gradio's ImageData; a bare string becomes a marked payload (see :data:`PLAIN_PATH_MARK`)."""
 
     @model_validator(mode="before")
     @classmethod
-    def refuse_plain_path(cls, data: Any) -> Any:
-        """Raise gr.Error (which pydantic passes through unchanged) for a string payload."""
-        return _refuse_plain_path(data, "photo")
+    def mark_plain_path(cls, data: Any) -> Any:
+        """Replace a string payload (never echoed back) by the mark."""
+        return {"url": PLAIN_PATH_MARK, "meta": {"_type": "gradio.FileData"}} if isinstance(data, str) else data
 
 
 class CodePayload(FileData):
-    """Gradio's FileData for the W+ code upload; a bare string gets :data:`PLAIN_PATH_MESSAGE`."""
+    """Gradio's FileData for the W+ code upload; a bare string becomes a marked payload."""
 
     @model_validator(mode="before")
     @classmethod
-    def refuse_plain_path(cls, data: Any) -> Any:
-        """Raise gr.Error (which pydantic passes through unchanged) for a string payload."""
-        return _refuse_plain_path(data, "W+ code file")
+    def mark_plain_path(cls, data: Any) -> Any:
+        """Replace a string payload (never echoed back) by the mark."""
+        return {"path": PLAIN_PATH_MARK, "meta": {"_type": "gradio.FileData"}} if isinstance(data, str) else data
