@@ -18,9 +18,8 @@ from pipeline.faces.photo import SourcePhoto, encode_png, model_view, read_png
 from pipeline.faces.upright import turn_clockwise
 from pipeline.remover import STRENGTH_ZERO_NOTE, DoubleChinRemover, RemovalResult
 from pipeline.settings import RemovalSettings
+from tests.faces.test_photo import colord_profile
 from tests.test_remover import make_photo
-
-ADOBE_RGB = Path("/usr/share/color/icc/colord/AdobeRGB1998.icc")
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +84,7 @@ def test_a_turned_photo_is_edited_and_turned_back(
 
 
 def adobe_rgb_16bit_rgba(upright: np.ndarray) -> tuple[SourcePhoto, bytes]:
-    if not ADOBE_RGB.is_file():
-        pytest.skip(f"{ADOBE_RGB} missing: install Debian's colord-data (.ci/run does)")
-    icc = ADOBE_RGB.read_bytes()
+    icc = colord_profile("AdobeRGB1998.icc")
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
     adobe = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     colour = np.asarray(ImageCms.profileToProfile(Image.fromarray(upright), srgb, adobe)).astype(np.uint16) * 257
