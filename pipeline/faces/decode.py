@@ -201,6 +201,8 @@ def _unreadable_message(head: bytes, limits: DecodeLimits) -> str:
     """Explain an unidentified file, naming its real format when the leading bytes reveal it."""
     kind = next((name for magic, name in _KNOWN_SIGNATURES if head.startswith(magic)), None)
     if kind is None and head[4:8] == b"ftyp" and head[8:12] in _HEIC_BRANDS:
+        if "HEIF" in limits.allowed_formats:  # a HEIC that pillow-heif cannot parse is damaged, not unsupported
+            return _damaged_message()
         kind = "HEIC/HEIF"
     if kind is None and head.lstrip()[:5].lower() in (b"<svg ", b"<?xml"):
         kind = "SVG"
