@@ -104,7 +104,6 @@ SWEEP_FRAMES = 6  # frames of the strength-sweep animation, strength 0 … chose
 SWEEP_FRAME_SIZE = 384  # side of each animation frame in pixels (the aligned crop is 1024²)
 SWEEP_FRAME_MS = 220  # display time of each frame
 SWEEP_WEBP_QUALITY = 85
-PNG_COMPRESS_LEVEL = 3  # zlib level of the lossless outputs: ~4× faster than Pillow's 6 for ~9 % larger files
 OUTPUT_COUNT = 5  # slider, stages, downloads, summary, notes
 RESULTS_SUBDIR = "c2f-results"  # per-request folders under Gradio's cache
 # What earlier runs leave in Gradio's temporary folder (wiped at start, see wipe_temp_dir): Gradio keeps each uploaded
