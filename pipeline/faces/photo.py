@@ -44,6 +44,7 @@ RENDERING_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
 # keeps in an edited pixel: rounding to 8 bits (0.5) plus LittleCMS's 8-bit transforms (about 1) (ours, measured on
 # the colord-data profiles).
 RESIDUAL_LIMIT = 2.0
+GREY_SAMPLE_STEP = 16  # every 16th row and column: 1/256 of the pixels decides most colour photos at once (ours)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG spec §5.2
 PNG_HEAD_BYTES = 26  # signature, IHDR length and type, width, height, bit depth, colour type (PNG spec §11.2.2)
 PNG_SIXTEEN_BITS = 16
@@ -171,7 +172,12 @@ def checked_photo(pixels: np.ndarray, icc_profile: bytes | None) -> SourcePhoto:
 
 
 def _channels_equal(pixels: np.ndarray) -> bool:
-    return bool(np.array_equal(pixels[:, :, 0], pixels[:, :, 1]) and np.array_equal(pixels[:, :, 1], pixels[:, :, 2]))
+    """Whether R = G = B everywhere; a sparse sample answers "no" for colour photos without reading every pixel."""
+    for view in (pixels[::GREY_SAMPLE_STEP, ::GREY_SAMPLE_STEP], pixels):
+        red, green, blue = view[:, :, 0], view[:, :, 1], view[:, :, 2]
+        if not (np.array_equal(red, green) and np.array_equal(green, blue)):
+            return False
+    return True
 
 
 def _cmyk_as_srgb(image: Image.Image, profile: bytes | None) -> SourcePhoto:
@@ -295,7 +301,12 @@ def changed_region(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels where two (H, W, 3) model views differ (the region an edit touched)."""
     if before.shape != after.shape:
         raise ValueError(f"the edited view has shape {after.shape}, the photo's view {before.shape}")
-    return np.any(before != after, axis=2)
+    if after is before:
+        return np.zeros(before.shape[:2], dtype=bool)
+    region = before[:, :, 0] != after[:, :, 0]  # channel by channel: ~3× faster than any(axis=2)
+    for channel in range(1, before.shape[2]):
+        region |= before[:, :, channel] != after[:, :, channel]
+    return region
 
 
 def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> SourcePhoto:
@@ -329,12 +340,15 @@ def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> Sou
         raise ValueError(f"the edited view is {region.shape[::-1]}, the photo {photo.size}")
     if photo.has_alpha:
         region &= photo.pixels[:, :, -1] > 0  # a fully transparent pixel shows nothing of an edit
-    if not region.any():
+    rows, columns = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
         return photo
+    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))  # the edit's bounding box
+    region = region[box]
     pixels = photo.pixels.copy()
-    touched = pixels[region]  # (N, channels)
+    touched = pixels[box][region]  # (N, channels)
     channels = photo.colour_channels
-    edited, original = after[region], before[region]
+    edited, original = after[box][region], before[box][region]
     if photo.has_alpha:
         opacity = to_8bit(touched[:, -1])
         edited, original = uncomposite(edited, opacity), uncomposite(original, opacity)
@@ -346,7 +360,7 @@ def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> Sou
     if photo.grey and channels == 3:  # an RGB photo with equal channels: keep them equal
         updated = np.repeat(updated.mean(axis=1, keepdims=True), 3, axis=1)
     touched[:, :channels] = np.clip(np.rint(updated), 0, top).astype(pixels.dtype)
-    pixels[region] = touched
+    pixels[box][region] = touched
     return SourcePhoto(pixels, photo.icc_profile, photo.grey, photo.notes)
 
 
