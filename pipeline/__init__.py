@@ -2,7 +2,8 @@
 
 The folders follow the method's figure, left to right:
 
-- :mod:`pipeline.faces`: decode the upload, find the face (dlib 68 landmarks), FFHQ-align it and paste back.
+- :mod:`pipeline.faces`: decode the upload (keeping the photo's own form: profile, depth, alpha), find the face
+  (dlib 68 landmarks, turning sideways photos), FFHQ-align it, paste back and write back into the photo's form.
 - :mod:`pipeline.networks`: our own StyleGAN2 generator, e4e encoder, BiSeNet face parser and VGG16 features, each
   loading the real checkpoint format.
 - :mod:`pipeline.latent`: W+ inversion (optimisation) and the boundary edit with style mixing.
@@ -29,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "FaceEdit": "pipeline.remover",
     "PreparedFace": "pipeline.remover",
     "RemovalSettings": "pipeline.settings",
+    "SourcePhoto": "pipeline.faces.photo",
+    "encode_png": "pipeline.faces.photo",
     "PipelineError": "pipeline.errors",
     "InputImageError": "pipeline.errors",
     "NoFaceError": "pipeline.errors",
@@ -50,7 +53,9 @@ __all__ = [
     "PreparedFace",
     "RemovalResult",
     "RemovalSettings",
+    "SourcePhoto",
     "WeightsError",
+    "encode_png",
 ]
 
 if TYPE_CHECKING:
@@ -63,6 +68,7 @@ if TYPE_CHECKING:
         PipelineError,
         WeightsError,
     )
+    from pipeline.faces.photo import SourcePhoto, encode_png
     from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult
     from pipeline.settings import RemovalSettings
 
