@@ -135,6 +135,10 @@ def source_photo_from_pil(image: Image.Image, pixels16: np.ndarray | None = None
         pixels = np.clip(np.asarray(image).astype(np.int64), 0, UINT16_MAX).astype(np.uint16)[:, :, None]
     elif mode == "F":
         raise ValueError("floating-point pixels")
+    elif mode in ("L", "1") and "transparency" in image.info:  # grey with a tRNS colour: grey + alpha
+        pixels = np.array(image.convert("LA"), dtype=np.uint8)
+    elif mode == "RGB" and "transparency" in image.info:
+        pixels = np.array(image.convert("RGBA"), dtype=np.uint8)
     elif mode in ("L", "LA", "RGB", "RGBA"):
         pixels = np.array(image, dtype=np.uint8)
     elif mode in ("1",):

@@ -230,6 +230,19 @@ def test_alpha_is_kept_and_the_models_see_it_on_the_background(mode: str, channe
     np.testing.assert_array_equal(np.asarray(written).reshape(pixels.shape), result.pixels)
 
 
+@pytest.mark.parametrize(("mode", "transparent", "expected"), [("L", 7, "LA"), ("RGB", (7, 7, 7), "RGBA")])
+def test_a_transparent_colour_becomes_alpha(mode: str, transparent: object, expected: str) -> None:
+    image = Image.fromarray(noise(channels=3)).convert(mode)
+    image.putpixel((0, 0), transparent)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=transparent)
+    decoded = decode_upload(buffer.getvalue())
+    assert decoded.photo.pixels.shape[2] == len(expected)
+    assert decoded.photo.pixels[0, 0, -1] == 0 and tuple(decoded.image[0, 0]) == ALPHA_BACKGROUND_RGB
+    written = Image.open(io.BytesIO(encode_png(decoded.photo)))
+    assert written.mode == expected
+
+
 # --- formats ---------------------------------------------------------------------------------------------------------
 
 
