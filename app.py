@@ -40,12 +40,15 @@ from typing import Any, TypeVar
 import gradio as gr
 import numpy as np
 import torch
+from starlette.middleware import Middleware
 
 from page.cache import LruCache, pixel_hash
 from page.errors import storage_errors, user_facing_errors
 from page.files import ResultFolders, wipe_temp_dir, write_result, write_sweep
+from page.http_guard import RequestBodyLimit
 from page.inputs import (
     MAX_FILE_SIZE_MB,
+    MAX_REQUEST_BYTES,
     NO_PHOTO_MESSAGE,
     SafeImage,
     read_user_code,
@@ -70,6 +73,7 @@ from pipeline import (
     DoubleChinRemover,
     Face,
     FaceEdit,
+    FaceSearch,
     InputImageError,
     PipelineError,
     PreparedFace,
@@ -140,6 +144,7 @@ def launch_options() -> dict[str, Any]:
         "blocked_paths": [str(CHECKPOINTS_DIR.resolve()), str(resolve_weights_dir().resolve())],
         "theme": THEME,
         "css": CSS,
+        "app_kwargs": {"middleware": [Middleware(RequestBodyLimit, max_bytes=MAX_REQUEST_BYTES)]},
     }
 
 
@@ -232,7 +237,7 @@ class Outcome:
     """One processed face in the main process, before paste-back: what the outputs are made from."""
 
     photo: DecodedImage
-    faces: list[Face]
+    search: FaceSearch  # the faces and the turn they were found under (the edit ran in that frame)
     index: int  # which face was edited (0 = largest)
     settings: RemovalSettings
     gpu: GpuResult
@@ -256,7 +261,7 @@ class RemovalApp:
         self.inversion_step_cap = min(inversion_cap, MAX_STEPS)
         self.refine_step_cap = min(refine_cap, MAX_STEPS)
         self.prepared_cache: LruCache[tuple[object, ...], PreparedFace] = LruCache(CACHE_ENTRIES)
-        self.face_cache: LruCache[str, list[Face]] = LruCache(FACE_CACHE_ENTRIES)
+        self.face_cache: LruCache[str, FaceSearch] = LruCache(FACE_CACHE_ENTRIES)
         self.folders = ResultFolders(max_age_s=DELETE_CACHE[1], interval_s=DELETE_CACHE[0])
         # One model job at a time even outside the "model" queue slot (lazily cached examples run in their own slot):
         # dlib's detector and the models are not meant to be used by two threads at once.
@@ -336,21 +341,23 @@ class RemovalApp:
             stage_reporter(progress)("detect")
             start = time.perf_counter()
             photo_key = pixel_hash(photo.image)
-            faces = self.face_cache.get(photo_key)
-            if faces is None:
-                faces = remover.detect(photo.image)  # raises NoFaceError / FaceTooSmallError with the user's message
-                self.face_cache.put(photo_key, faces)
+            search = self.face_cache.get(photo_key)
+            if search is None:
+                search = remover.detect(photo.image)  # NoFaceError / FaceTooSmallError; turns a sideways photo
+                self.face_cache.put(photo_key, search)
+            faces = search.faces
             index = remover.select_faces(faces, settings)[0]
             timings = {"detect": time.perf_counter() - start}
             key = (photo_key, index, *settings.inversion_key(user_code))
             cached = self.prepared_cache.get(key)
-            job = GpuJob(settings, faces[index], None if cached else photo.image, cached, user_code, sweep_frames)
+            frame = None if cached else search.turn(photo.image)  # the photo as the face was found (upright or turned)
+            job = GpuJob(settings, faces[index], frame, cached, user_code, sweep_frames)
             result = self.run_on_gpu(job, progress)
             if cached is None:
                 self.prepared_cache.put(key, result.prepared)
                 add_timings(timings, result.prepared.timings)
             add_timings(timings, result.edit.timings)
-            return Outcome(photo, faces, index, settings, result, cached is not None, timings)
+            return Outcome(photo, search, index, settings, result, cached is not None, timings)
 
     def outputs(self, outcome: Outcome, progress: gr.Progress | None) -> tuple[Any, ...]:
         """``finish`` (paste back, notes), then the widgets: before/after, stages, downloads, summary and notes.
@@ -361,14 +368,14 @@ class RemovalApp:
         report = stage_reporter(progress)
         edit = outcome.gpu.edit
         result = remover.finish(
-            outcome.photo, outcome.faces, {outcome.index: edit}, outcome.settings, timings=outcome.timings,
+            outcome.photo, outcome.search, {outcome.index: edit}, outcome.settings, timings=outcome.timings,
             on_stage=report,
         )  # fmt: skip
         report("save")
         summary = result.summary()
         summary["inversion_cached"] = outcome.cached
         with storage_errors():
-            files = write_result(self.folders.new(), result, summary)
+            files = write_result(self.folders.new(), outcome.photo.photo, result, summary)
         shown_notes = [note for note in result.notes if note not in remover.models.notes]
         if len(result.faces) > 1:
             shown_notes.append(FACE_CHOICE_HINT)

@@ -19,14 +19,13 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from pipeline import RemovalResult
+from pipeline import RemovalResult, SourcePhoto, encode_png
 
 logger = logging.getLogger(__name__)
 
 SWEEP_FRAME_SIZE = 384  # side of each animation frame in pixels (the aligned crop is 1024²)
 SWEEP_FRAME_MS = 220  # display time of each frame
 SWEEP_WEBP_QUALITY = 85
-PNG_COMPRESS_LEVEL = 3  # zlib level of the lossless outputs: ~4× faster than Pillow's 6 for ~9 % larger files
 RESULTS_SUBDIR = "c2f-results"  # per-request folders under Gradio's cache
 # What earlier runs leave in Gradio's temporary folder (wiped at start, see wipe_temp_dir): Gradio keeps each uploaded
 # or cached file in a folder named after its sha256 (gradio/processing_utils.py::hash_file, route_utils.upload_fn) and
@@ -114,9 +113,9 @@ def wipe_temp_dir(folder: Path | None = None) -> int:
     return removed
 
 
-def write_png(path: Path, image: np.ndarray) -> str:
-    """Save (H, W, 3) uint8 RGB as a metadata-free PNG; returns the path as a string."""
-    Image.fromarray(image).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+def write_png(path: Path, photo: SourcePhoto) -> str:
+    """Save a photo in its own form (profile, depth, channels) as a PNG without other metadata; returns the path."""
+    path.write_bytes(encode_png(photo))
     return str(path)
 
 
@@ -136,12 +135,19 @@ def write_sweep(path: Path, frames: tuple[np.ndarray, ...]) -> str:
     return str(path)
 
 
-def write_result(folder: Path, result: RemovalResult, summary: dict[str, object]) -> dict[str, str]:
-    """Write the before/after PNGs, the face's W+ code and the summary into ``folder``; returns name → path."""
+def write_result(
+    folder: Path, original: SourcePhoto, result: RemovalResult, summary: dict[str, object]
+) -> dict[str, str]:
+    """Write the before/after PNGs (each in the photo's own form), the face's W+ code and the summary into ``folder``.
+
+    Returns:
+        name → path of each file written ("original", "result", "w_plus", "settings").
+    """
     edit = next(iter(result.edits.values()))
+    assert result.photo is not None, "DoubleChinRemover.finish always writes the result back into the photo's form"
     paths = {
-        "original": write_png(folder / "original.png", result.original),
-        "result": write_png(folder / "result.png", result.image),
+        "original": write_png(folder / "original.png", original),
+        "result": write_png(folder / "result.png", result.photo),
         "w_plus": str(folder / "w_plus.npy"),
         "settings": str(folder / "settings.json"),
     }

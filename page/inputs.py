@@ -21,6 +21,7 @@ import numpy as np
 from gradio.data_classes import ImageData
 
 from page.errors import user_error, user_facing_errors
+from page.http_guard import CodePayload, PhotoPayload, is_plain_path, plain_path_message
 from pipeline import (
     MAX_LATENT_FILE_BYTES,
     DecodedImage,
@@ -33,6 +34,9 @@ from pipeline import (
 logger = logging.getLogger(__name__)
 
 MAX_FILE_SIZE_MB = 10  # uploads above this get HTTP 413 (RELIABILITY.md §0 item 2; a 40 MP JPEG is ~8–15 MB)
+# Any request body above this gets HTTP 413 before it is read (page/http_guard.py): a photo as a base64 data: URL plus
+# 1 MiB for the JSON around it (issue 11 item 7).
+MAX_REQUEST_BYTES = MAX_FILE_SIZE_MB * 1024 * 1024 * 4 // 3 + 1024 * 1024
 NO_PHOTO_MESSAGE = "Please upload a photo (or pick one of the examples) first."
 
 
@@ -87,17 +91,35 @@ with no_pyi_stubs():
         """
 
         is_template = True  # the browser renders it with gr.Image's front end (Gradio names it after the parent)
+        data_model = PhotoPayload  # a plain path from gradio_client gets "wrap it with handle_file"
 
         def preprocess(self, payload: ImageData | None) -> DecodedImage | None:  # type: ignore[override]
             """Decode the uploaded file (Gradio has already checked that it is in its upload folder)."""
             if payload is None:
                 return None
             with user_facing_errors():
+                if is_plain_path(payload):
+                    raise InputImageError(plain_path_message("photo"))
                 if payload.path:
                     return decode_upload(payload.path)
                 if payload.url and payload.url.startswith("data:"):
                     return decode_upload(data_url_bytes(payload.url))
                 raise InputImageError(NO_PHOTO_MESSAGE)
+
+    class CodeFile(gr.File):
+        """gr.File for the W+ code; a plain path from gradio_client gets "wrap it with handle_file"."""
+
+        is_template = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.data_model = CodePayload
+
+        def preprocess(self, payload: Any) -> Any:
+            """Refuse a bare path sent by gradio_client, then Gradio's own preprocess."""
+            if is_plain_path(payload):
+                raise user_error(plain_path_message("W+ code file"))
+            return super().preprocess(payload)
 
     class SettingSlider(gr.Slider):
         """gr.Slider that answers a malformed API value with :func:`checked_setting`'s message."""

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from page.inputs import SafeImage, SettingCheckbox, SettingDropdown, SettingNumber, SettingRadio, SettingSlider
+from page.inputs import (
+    CodeFile,
+    SafeImage,
+    SettingCheckbox,
+    SettingDropdown,
+    SettingNumber,
+    SettingRadio,
+    SettingSlider,
+)
 from pipeline import NUM_WS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings
 
 MAX_FACE_NUMBER = 15  # "too many faces (>15)" bound of RELIABILITY.md §2.3 (a CodeFormer Space derivative)
@@ -29,7 +37,7 @@ class Controls:
     inversion_steps: SettingSlider
     refine_steps: SettingSlider
     seed: SettingNumber
-    w_plus_code: gr.File
+    w_plus_code: CodeFile
 
     def inputs(self) -> list[gr.components.Component]:
         """Every input, in handler order."""
@@ -57,7 +65,7 @@ def build_controls(
         value=defaults.strength,
         step=0.5,
         label="Strength",
-        info="More negative removes more; 0 leaves the face unchanged. Applied as soon as you let go.",
+        info="More negative removes more; 0 returns the photo exactly as uploaded. Applied as soon as you let go.",
         elem_id="c2f-strength",
     )
     with gr.Row(equal_height=True):
@@ -117,7 +125,9 @@ def build_advanced_controls(
         label="Diffuse refinement steps",
     )
     seed = SettingNumber(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
-    w_plus_code = gr.File(label="W+ code (.npy, optional: skips the inversion)", file_types=[".npy"], height=90)
+    w_plus_code = CodeFile(
+        label="W+ code (.npy or .pt, optional: skips the inversion)", file_types=[".npy", ".pt", ".pth"], height=90
+    )
     return mix_layers, inversion_steps, refine_steps, seed, w_plus_code
 
 

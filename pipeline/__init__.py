@@ -2,7 +2,8 @@
 
 The folders follow the method's figure, left to right:
 
-- :mod:`pipeline.faces`: decode the upload, find the face (dlib 68 landmarks), FFHQ-align it and paste back.
+- :mod:`pipeline.faces`: decode the upload (keeping the photo's own form: profile, depth, alpha), find the face
+  (dlib 68 landmarks, turning sideways photos), FFHQ-align it, paste back and write back into the photo's form.
 - :mod:`pipeline.networks`: our own StyleGAN2 generator, e4e encoder, BiSeNet face parser and VGG16 features, each
   loading the real checkpoint format.
 - :mod:`pipeline.latent`: W+ inversion (optimisation) and the boundary edit with style mixing.
@@ -36,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "SEED_MAX": "pipeline.settings",
     "STRENGTH_MAX": "pipeline.settings",
     "STRENGTH_MIN": "pipeline.settings",
+    "SourcePhoto": "pipeline.faces.photo",
+    "FaceSearch": "pipeline.faces.upright",
+    "encode_png": "pipeline.faces.photo",
     "PipelineError": "pipeline.errors",
     "InputImageError": "pipeline.errors",
     "NoFaceError": "pipeline.errors",
@@ -77,6 +81,7 @@ __all__ = [
     "DoubleChinRemover",
     "Face",
     "FaceEdit",
+    "FaceSearch",
     "FaceTooSmallError",
     "InputImageError",
     "LatentCodeError",
@@ -85,11 +90,13 @@ __all__ = [
     "PreparedFace",
     "RemovalResult",
     "RemovalSettings",
+    "SourcePhoto",
     "StartupCheck",
     "WeightsError",
     "add_timings",
     "decode_upload",
     "default_settings",
+    "encode_png",
     "format_status",
     "load_latent_code",
     "mask_overlay",
@@ -112,6 +119,8 @@ if TYPE_CHECKING:
     )
     from pipeline.faces.align import Face
     from pipeline.faces.decode import DecodedImage, decode_upload
+    from pipeline.faces.photo import SourcePhoto, encode_png
+    from pipeline.faces.upright import FaceSearch
     from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code
     from pipeline.refinement.compositing import mask_overlay
     from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult, add_timings

@@ -6,7 +6,8 @@ METHOD.md §1) on every photo. The models are loaded once, on one device, for al
 
 For an input ``<stem>.<ext>`` it writes into OUTDIR:
 
-- ``<stem>_no_double_chin.png``: the full-size result, a lossless PNG without metadata;
+- ``<stem>_no_double_chin.png``: the full-size result, a lossless PNG in the photo's own form (its ICC profile, bit
+  depth, grey or colour, alpha; equal to the input outside the edited neck) without other metadata;
 - ``<stem>_w_plus.npy``: (F, 18, 512) float32, the final W+ code of each edited face (F = number of faces edited;
   row order in the summary's ``w_plus_rows``);
 - ``<stem>_summary.json``: :meth:`RemovalResult.summary` plus the input name, the output files and the stand-in flag;
@@ -46,6 +47,7 @@ from tqdm.auto import tqdm
 from pipeline.config import NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
+from pipeline.faces.photo import encode_png
 from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
 from pipeline.remover import DoubleChinRemover, FaceEdit, RemovalResult
 from pipeline.settings import (
@@ -231,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine-steps", type=_steps, metavar="N", help="diffuse refinement steps (implies --method diffuse)"
     )
     quality.add_argument(
-        "--code", type=Path, metavar="FILE.npy", help="use this (1, 18, 512) W+ code instead of inverting (one IMAGE)"
+        "--code",
+        type=Path,
+        metavar="FILE",
+        help="use this (1, 18, 512) W+ code (.npy, or .pt/.pth from a projector) instead of inverting (one IMAGE)",
     )
     quality.add_argument("--seed", type=_seed, help="seed of every random choice (default 0): equal runs repeat")
 
@@ -407,7 +412,9 @@ def result_files(
 ) -> tuple[dict[Path, bytes], dict[str, object]]:
     """Encode a result into its output files (path → bytes) and return them with the JSON summary."""
     indices = sorted(result.edits)
-    files: dict[Path, bytes] = {plan.result: png_bytes(result.image)}
+    files: dict[Path, bytes] = {
+        plan.result: png_bytes(result.image) if result.photo is None else encode_png(result.photo)
+    }
     codes = np.concatenate([result.edits[i].w_final.reshape(1, NUM_WS, -1) for i in indices]).astype(np.float32)
     files[plan.codes] = npy_bytes(codes)
     stage_names: dict[str, dict[str, str]] = {}

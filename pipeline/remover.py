@@ -1,17 +1,19 @@
 """The end-to-end double-chin remover: photo in, photo out, every intermediate kept. The one orchestrator.
 
 Stages (METHOD.md §1): decode → detect → FFHQ-align → invert to W+ → boundary edit + style mixing → neck mask →
-refine (warp or diffuse) → paste back into the full photo. :meth:`DoubleChinRemover.__call__` runs them all; the same
+refine (warp or diffuse) → paste back into the full photo → write back into the photo's own form (colour profile,
+bit depth, channels, alpha; :mod:`pipeline.faces.photo`). :meth:`DoubleChinRemover.__call__` runs them all; the same
 steps are public methods so that a front end that must split them (the app detects in its main process, runs the
 models in a GPU worker and caches the inversion) calls exactly the same code:
 
-1. :meth:`~DoubleChinRemover.detect` and :meth:`~DoubleChinRemover.select_faces`;
+1. :meth:`~DoubleChinRemover.detect` (turning a sideways photo when no face is found upright) and
+   :meth:`~DoubleChinRemover.select_faces`;
 2. :meth:`~DoubleChinRemover.prepare`: alignment and inversion, the expensive part (cache it under
    ``(photo, face, *settings.inversion_key(w_plus))``);
 3. :meth:`~DoubleChinRemover.edit`: boundary edit, neck mask and refinement (and :meth:`~DoubleChinRemover.sweep`
    for a strength animation);
-4. :meth:`~DoubleChinRemover.finish`: paste back into the photo, notes (the stand-in warning included) →
-   :class:`RemovalResult`, whose :meth:`~RemovalResult.summary` every front end writes out.
+4. :meth:`~DoubleChinRemover.finish`: paste back into the photo, write back into its own form, notes (the stand-in
+   warning included) → :class:`RemovalResult`, whose :meth:`~RemovalResult.summary` every front end writes out.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from tqdm.auto import tqdm
 
 from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR, PARSER_INPUT_SIZE
 from pipeline.errors import PipelineError, WeightsError
-from pipeline.faces.align import AlignedFace, Face, align_face, find_faces
+from pipeline.faces.align import AlignedFace, Face, align_face
 from pipeline.faces.decode import DecodedImage, ImageSource, decode_upload
+from pipeline.faces.photo import SourcePhoto, write_back
+from pipeline.faces.upright import FaceSearch, find_faces_any_turn
 from pipeline.latent.editing import (
     AutoStrength,
     Boundary,
@@ -81,6 +85,7 @@ STAGES = (
     "paste_back",
 )
 FACES_NOTE = "{count} faces were found; face {number} (numbered from the largest) was edited."
+STRENGTH_ZERO_NOTE = "Strength 0 leaves the photo unchanged: it is returned exactly as it was uploaded."
 
 
 def cached_target_distance(
@@ -137,19 +142,23 @@ class FaceEdit:
 class RemovalResult:
     """The output photo with every intermediate, the codes, the settings and per-stage timings."""
 
-    image: np.ndarray  # (H, W, 3) uint8 RGB, the input photo with the edited faces pasted back
-    original: np.ndarray  # (H, W, 3) uint8 RGB, the decoded input
-    faces: list[Face]  # every detected face, largest first
+    image: np.ndarray  # (H, W, 3) uint8 sRGB model view of the result (the input's view with the faces pasted back)
+    original: np.ndarray  # (H, W, 3) uint8 sRGB model view of the decoded input
+    faces: list[Face]  # every detected face, largest first (coordinates in the frame turned by ``turn_degrees``)
     edits: dict[int, FaceEdit]  # face index → its edit
     settings: RemovalSettings
     stand_in: bool  # True when produced with stand-in weights: not a real result
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    photo: SourcePhoto | None = None  # the result in the input's own form (profile, depth, channels): what to save
+    turn_degrees: int = 0  # clockwise turn under which the faces were found and edited (0 = upright)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description of what was done (no pixels)."""
         return {
             "size": [int(self.image.shape[1]), int(self.image.shape[0])],
+            **({"photo": self.photo.describe()} if self.photo is not None else {}),
+            "turned_degrees": self.turn_degrees,
             "faces_found": len(self.faces),
             "faces_edited": sorted(self.edits),
             "settings": self.settings.to_dict(),
@@ -251,16 +260,20 @@ class DoubleChinRemover:
 
     # 1–2. Detection and alignment ----------------------------------------------------------------------------------
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Every face large enough to edit, largest first, with landmarks from the loaded 68-point model.
+    def detect(self, image: np.ndarray) -> FaceSearch:
+        """Find the faces of a decoded photo (its model view), turning it when no face is found upright.
 
         Args:
-            image: (H, W, 3) uint8 RGB photo.
+            image: (H, W, 3) uint8 sRGB, ``DecodedImage.image``.
+
+        Returns:
+            FaceSearch: the faces and the turn they were found under; align, edit and paste back in
+            ``search.turn(image)`` and hand the search to :meth:`finish`.
 
         Raises:
-            NoFaceError, FaceTooSmallError: with the user-facing message.
+            NoFaceError, FaceTooSmallError: see :func:`pipeline.faces.upright.find_faces_any_turn`.
         """
-        return find_faces(image, predictor=self.models.landmarks)
+        return find_faces_any_turn(image, predictor=self.models.landmarks)
 
     @staticmethod
     def select_faces(faces: list[Face], settings: RemovalSettings) -> list[int]:
@@ -370,7 +383,12 @@ class DoubleChinRemover:
         on_stage: StageCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> FaceEdit:
-        """Move the code along the boundary, render it, and blend the new neck into the aligned crop."""
+        """Move the code along the boundary, render it, and blend the new neck into the aligned crop.
+
+        A zero edit (strength 0, or an automatic strength whose every step is 0) and an empty neck region change
+        nothing: ``refined`` is the aligned crop itself and ``blend_mask`` is all zero, so the paste-back and the
+        write-back return the photo bit for bit.
+        """
         timings: dict[str, float] = {}
         notes: list[str] = []
         with _timed(timings, "edit", on_stage):
@@ -383,6 +401,9 @@ class DoubleChinRemover:
                     notes.append(auto.message)
             else:
                 w_edited = edit_latent(prepared.w_plus, boundary, strength=settings.strength, **mix)
+            if is_zero_edit(settings, auto):
+                notes.append(STRENGTH_ZERO_NOTE)
+                return unchanged_edit(prepared, prepared.w_plus.copy(), prepared.reconstruction, auto, notes, timings)
             edited = self.render(w_edited)
         inside = prepared.aligned.inside_mask() > 0
         with _timed(timings, "mask", on_stage):
@@ -394,11 +415,7 @@ class DoubleChinRemover:
             region &= inside  # never edit reflect-padding: it is not part of the photo
         if not region.any():
             notes.append("No neck region was found below the jaw, so the photo is returned unchanged.")
-            blank = np.zeros(region.shape, dtype=np.float32)
-            unchanged = prepared.aligned.image.copy()
-            return FaceEdit(
-                prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings
-            )
+            return unchanged_edit(prepared, w_edited, edited, auto, notes, timings)
         refine = self._refine_diffuse if settings.method == "diffuse" else self._refine_warp
         with _timed(timings, f"refine_{settings.method}", on_stage):
             refined, blend, w_final = refine(prepared, settings, edited, w_edited, region, notes, should_stop)
@@ -500,6 +517,8 @@ class DoubleChinRemover:
     ) -> tuple[np.ndarray, ...]:
         """Aligned crops for strengths 0 … the edit's strength, each render blended in with the edit's neck mask.
 
+        The first frame (strength 0) is the aligned input unchanged, as :meth:`edit` returns it at strength 0.
+
         With the automatic strength the sweep ends at its mean per-layer step (the per-layer edit, averaged).
 
         Returns:
@@ -518,45 +537,59 @@ class DoubleChinRemover:
             mix_layers=settings.effective_mix_layers,
             mix_ratio=settings.mix_ratio,
         )  # (frames, 18, 512)
-        return tuple(
-            composite(prepared.aligned.image, self.render(code[None]), edit.blend_mask)
-            for code in tqdm(codes, desc="Strength sweep", leave=False, disable=not self.progress_bars)
+        later = tqdm(codes[1:], desc="Strength sweep", leave=False, disable=not self.progress_bars)
+        return (  # strength 0 changes nothing (see edit): the first frame is the aligned input itself
+            prepared.aligned.image,
+            *(composite(prepared.aligned.image, self.render(code[None]), edit.blend_mask) for code in later),
         )
 
-    # 7. Paste back ---------------------------------------------------------------------------------------------------
+    # 7. Paste back and write back ------------------------------------------------------------------------------------
 
     def finish(
         self,
         decoded: DecodedImage,
-        faces: list[Face],
+        search: FaceSearch,
         edits: dict[int, FaceEdit],
         settings: RemovalSettings,
         *,
         timings: dict[str, float] | None = None,
         on_stage: StageCallback | None = None,
     ) -> RemovalResult:
-        """Paste every edited face back into the photo and gather the notes: the result every front end writes out.
+        """Paste every edited face back, write the photo back into its own form, gather the notes.
 
         Args:
-            decoded: the decoded photo (its notes are kept).
-            faces: every detected face (:meth:`detect`), largest first.
+            decoded: the decoded upload (its model view, its own form and its notes).
+            search: the detection the edits were made under (:meth:`detect`; its faces and their frame's turn).
             edits: face index → its edit (:meth:`edit`), pasted back in index order.
             settings: the settings the edits were made with.
             timings: seconds per stage so far (added to, with ``paste_back``).
             on_stage: told ``"paste_back"`` as it starts.
+
+        Returns:
+            The result: ``image`` is the (H, W, 3) uint8 sRGB model view (upright) and ``photo`` the result in the
+            photo's own colour profile, bit depth and channels, equal to ``decoded.photo`` bit for bit outside the
+            pixels the edit changed (the very same object when nothing changed).
         """
         timings = {} if timings is None else timings
-        output = decoded.image
         with _timed(timings, "paste_back", on_stage):
+            frame = search.turn(decoded.image)
             for index in sorted(edits):
                 edit = edits[index]
-                output = edit.prepared.aligned.paste_back(output, edit.refined, edit.blend_mask)
+                frame = edit.prepared.aligned.paste_back(frame, edit.refined, edit.blend_mask)
+            view = search.unturn(frame)
+            photo = write_back(decoded.photo, decoded.image, view)
+        faces = search.faces
         notes = list(self.models.notes) + list(decoded.notes)
+        if search.note:
+            notes.append(search.note)
         if len(faces) > 1 and not settings.all_faces and len(edits) == 1:
             notes.append(FACES_NOTE.format(count=len(faces), number=next(iter(edits)) + 1))
         for index in sorted(edits):
             notes.extend(edits[index].notes)
-        return RemovalResult(output, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings)
+        return RemovalResult(
+            view, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings, photo,
+            search.turn_degrees,
+        )  # fmt: skip
 
     # The whole pipeline ---------------------------------------------------------------------------------------------
 
@@ -586,18 +619,20 @@ class DoubleChinRemover:
         with _timed(timings, "decode", on_stage):
             decoded = decode_upload(photo)
         with _timed(timings, "detect", on_stage):
-            faces = self.detect(decoded.image)
+            search = self.detect(decoded.image)
+        faces = search.faces
         indices = self.select_faces(faces, settings)
         if w_plus is not None and len(indices) != 1:
             raise PipelineError("A W+ code describes one face; choose a single face when you supply a code.")
+        frame = search.turn(decoded.image)
         edits: dict[int, FaceEdit] = {}
         for index in indices:
             prepared = self.prepare(
-                decoded.image, faces[index], settings, w_plus=w_plus, on_stage=on_stage, should_stop=should_stop
+                frame, faces[index], settings, w_plus=w_plus, on_stage=on_stage, should_stop=should_stop
             )
             edits[index] = self.edit(prepared, settings, on_stage=on_stage, should_stop=should_stop)
             add_timings(timings, prepared.timings, edits[index].timings)
-        return self.finish(decoded, faces, edits, settings, timings=timings, on_stage=on_stage)
+        return self.finish(decoded, search, edits, settings, timings=timings, on_stage=on_stage)
 
 
 def add_timings(total: dict[str, float], *parts: dict[str, float]) -> dict[str, float]:
@@ -606,3 +641,25 @@ def add_timings(total: dict[str, float], *parts: dict[str, float]) -> dict[str, 
         for name, seconds in part.items():
             total[name] = total.get(name, 0.0) + seconds
     return total
+
+
+def is_zero_edit(settings: RemovalSettings, auto: AutoStrength | None) -> bool:
+    """Whether the edit moves the code by nothing: strength 0, or an automatic strength whose steps are all 0."""
+    if auto is not None:
+        return not np.any(auto.steps * auto.edit_weights)
+    return settings.strength == 0
+
+
+def unchanged_edit(
+    prepared: PreparedFace,
+    w_edited: np.ndarray,
+    edited: np.ndarray,
+    auto: AutoStrength | None,
+    notes: list[str],
+    timings: dict[str, float],
+) -> FaceEdit:
+    """A FaceEdit that changes nothing: empty neck mask, zero blend, the aligned crop as the refined crop."""
+    region = np.zeros(prepared.aligned.image.shape[:2], dtype=bool)
+    blank = np.zeros(region.shape, dtype=np.float32)
+    unchanged = prepared.aligned.image.copy()
+    return FaceEdit(prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings)

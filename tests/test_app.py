@@ -313,7 +313,7 @@ def test_gpu_function_takes_and_returns_picklable_cpu_values(app_module: ModuleT
     handlers = app.RemovalApp(app.LOADED)
     assert handlers.run_on_gpu == handlers.gpu_work, "off Spaces, spaces.GPU must leave the function as it is"
     photo = decode_upload(EXAMPLE)
-    faces = app.LOADED.detect(photo.image)
+    faces = app.LOADED.detect(photo.image).faces
     job = app.GpuJob(RemovalSettings(strength=-3.0), faces[0], photo.image, None, sweep_frames=2)
     result = handlers.run_on_gpu(pickle.loads(pickle.dumps(job)))
     copy = pickle.loads(pickle.dumps(result))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from pipeline.cli import (
     STAND_IN_WARNING,
@@ -28,6 +28,7 @@ from pipeline.cli import (
     write_files_atomically,
 )
 from pipeline.config import EXAMPLES_DIR, REPO_ROOT
+from pipeline.faces.photo import SourcePhoto, encode_png, read_png
 from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import MIX_LAYERS_WARP
@@ -37,6 +38,8 @@ CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
 SUMMARY_KEYS = {
     "input",
     "size",
+    "photo",  # bit depth, channels, grey, ICC profile of the output (issue 11)
+    "turned_degrees",
     "faces_found",
     "faces_edited",
     "settings",
@@ -169,6 +172,32 @@ def test_user_code_skips_inversion(
     # Warp keeps the edited code: the official code moved by α = −3 along fine/all, layers 6–17 restored.
     expected = edit_latent(np.load(CODE), load_boundary("fine", "all"), strength=-3.0, mix_layers=MIX_LAYERS_WARP)
     assert np.array_equal(np.load(tmp_path / "00016_w_plus.npy"), expected)
+
+
+def test_photo_form_and_pytorch_code(
+    stand_in_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 16-bit RGBA PNG with a profile comes back 16-bit RGBA with the profile; a .pt code is used as given."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # any RGB profile will do here
+    colour = np.asarray(Image.open(PHOTO).convert("RGB")).astype(np.uint16) * 257 + 100
+    alpha = np.full(colour.shape[:2], 65535, np.uint16)
+    alpha[:50, :50] = 1000
+    photo = SourcePhoto(np.dstack([colour, alpha]), icc)
+    source = tmp_path / "deep.png"
+    source.write_bytes(encode_png(photo))
+    code = tmp_path / "code.pt"
+    torch.save({"latent": torch.from_numpy(np.load(CODE))}, code)
+    args = ["--code", str(code), "--strength", "-3", "--quiet", *weights_args(stand_in_weights_dir)]
+    status = main([str(source), "-o", str(tmp_path / "out"), *args])
+    assert status == 0, capsys.readouterr().err
+    summary = read_summary(tmp_path / "out", "deep")
+    assert summary["faces"]["0"]["inversion"] == "user code"
+    assert summary["photo"]["bit_depth"] == 16 and summary["photo"]["channels"] == "RGBA"
+    result = read_png((tmp_path / "out" / "deep_no_double_chin.png").read_bytes())
+    assert result.icc_profile == icc and result.pixels.dtype == np.uint16 and result.pixels.shape == photo.pixels.shape
+    np.testing.assert_array_equal(result.pixels[..., 3], alpha)
+    changed = np.any(result.pixels != photo.pixels, axis=2)
+    assert changed.any() and changed.mean() < 0.3
 
 
 def test_failures_are_one_line_each(stand_in_weights_dir: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from pipeline import (
     DoubleChinRemover,
     Face,
     FaceEdit,
+    FaceSearch,
     InputImageError,
     PreparedFace,
     RemovalSettings,
@@ -74,9 +75,9 @@ class FakeRemover(DoubleChinRemover):
         self.faces = faces
         self.calls: Counter[str] = Counter()
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> FaceSearch:
         self.calls["detect"] += 1
-        return self.faces
+        return FaceSearch(self.faces)
 
     def prepare(self, image, face, settings, *, w_plus=None, on_stage=None, should_stop=None) -> PreparedFace:
         self.calls["prepare"] += 1

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.config import EXAMPLES_DIR
 from pipeline.errors import PipelineError
@@ -23,18 +22,10 @@ from pipeline.remover import STAGES, DoubleChinRemover, RemovalResult, cached_ta
 from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
 from pipeline.weights.registry import REGISTRY
 from pipeline.weights.stand_in import MARKER_FILENAME, STAND_IN_NOTE, random_vgg16_features
+from tests.photos import make_photo
 
 PHOTO_SIZE = (900, 760)  # (width, height) of the test photo: not square, not 1024, face off-centre
 CROP = 1024
-
-
-def make_photo(size: tuple[int, int], placements: list[tuple[str, int, tuple[int, int]]]) -> np.ndarray:
-    """Reference photos (name, side, top-left) scaled and pasted onto a grey canvas of ``size`` (width, height)."""
-    canvas = Image.new("RGB", size, (118, 112, 105))
-    for name, side, corner in placements:
-        face = Image.open(EXAMPLES_DIR / f"{name}.jpg").convert("RGB")
-        canvas.paste(face.resize((side, side), Image.Resampling.LANCZOS), corner)
-    return np.asarray(canvas).copy()
 
 
 def one_face_photo() -> np.ndarray:

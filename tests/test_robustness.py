@@ -161,10 +161,10 @@ BAD_UPLOADS: list[tuple[str, Callable[[], bytes], str, str]] = [
         r"This PostScript/EPS file",
     ),
     (
-        "heic",
+        "heic-damaged",  # HEIC itself decodes (pillow-heif): tests/faces/test_photo.py
         lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),
         "IMG_0001.heic",
-        r"This HEIC",
+        r"This photo file appears to be damaged",
     ),
     (
         "truncated-jpeg",

@@ -11,11 +11,14 @@ Every upload (file path, raw bytes, an already opened PIL image or a numpy array
 3. decodes only the first frame of animated files;
 4. applies the EXIF orientation exactly once (``ImageOps.exif_transpose``, guarded: broken EXIF keeps the stored
    orientation and adds a note);
-5. normalises the pixel format: 16-bit grey is scaled (not clipped), alpha is composited on a white background,
-   palette / grey / 1-bit / CMYK are converted to RGB.
+5. keeps the photo in its own form (:class:`pipeline.faces.photo.SourcePhoto`: 8/16-bit, grey/RGB, alpha, ICC
+   profile; 16-bit colour PNGs, which Pillow reduces to 8 bits, are read with OpenCV) and derives the 8-bit sRGB view
+   the models see (:func:`pipeline.faces.photo.model_view`: profile → sRGB with LittleCMS, 16-bit rounded, alpha
+   composited on white, grey repeated into RGB).
 
-The decoded photo keeps its full resolution: the edited face is pasted back into exactly this array, so any
-downscaling for speed (face detection) happens later on a copy.
+The decoded photo keeps its full resolution: the edited face is pasted back into the model view at full size and
+written back into the photo's own form (:func:`pipeline.faces.photo.write_back`), so any downscaling for speed (face
+detection) happens later on a copy.
 
 Policy and hazards: RELIABILITY.md §2.3 (hazard table) and §2.4 (decode contract); Pillow security handbook
 (``docs/handbook/security.rst``).
@@ -27,14 +30,25 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
+from pillow_heif import register_heif_opener
 
 from pipeline.errors import InputImageError
+from pipeline.faces.photo import (
+    PNG_HEAD_BYTES,
+    SourcePhoto,
+    decode_16bit_colour_png,
+    is_16bit_colour_png,
+    model_view,
+    orient_array,
+    photo_from_array,
+    source_photo_from_pil,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +57,11 @@ ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image | np.nda
 # Formats whose decoders we accept. MPO is the JPEG variant written by multi-lens phones and stereo cameras (Pillow
 # opens such JPEGs as "MPO"); GIF is accepted because browsers and Gradio offer it, and only its first frame is read.
 BASE_ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
+# Multi-frame formats whose extra frames are not an animation: an MPO's second image is the other lens or a preview.
+STILL_MULTI_FRAME_FORMATS = ("MPO",)
 
 Image.init()  # registers every plugin's opener (MPO, WEBP, AVIF are not preloaded); only allowed ones are ever tried
+register_heif_opener()  # pillow-heif: HEIC/HEIF (iPhone photos), opened lazily like every Pillow plugin
 
 
 def _optional_formats() -> tuple[str, ...]:
@@ -59,8 +76,6 @@ def _optional_formats() -> tuple[str, ...]:
 
 DEFAULT_ALLOWED_FORMATS = BASE_ALLOWED_FORMATS + _optional_formats()
 
-ALPHA_BACKGROUND_RGB = (255, 255, 255)  # transparent pixels become white, as a light-theme browser shows them
-UINT16_MAX = 65535
 UINT8_MAX = 255
 EXIF_ORIENTATION_TAG = 0x0112  # EXIF 2.32 "Orientation"; values 2..8 need a transpose
 FIRST_TRANSPOSING_ORIENTATION, LAST_TRANSPOSING_ORIENTATION = 2, 8
@@ -103,14 +118,15 @@ DEFAULT_LIMITS = DecodeLimits()
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded upload and what was done to it on the way."""
+    """A decoded upload and what was done to it on the way: the model view and the photo in its own form."""
 
-    image: np.ndarray  # (H, W, 3) uint8 RGB, full resolution, upright, owns its memory
+    image: np.ndarray  # (H, W, 3) uint8 sRGB model view, full resolution, upright (never modified in place)
     source_format: str | None  # Pillow format name ("JPEG", "PNG", ...) or None for arrays / in-memory images
     source_mode: str  # Pillow mode before conversion ("RGB", "I;16", "P", "CMYK", ...); arrays report "array"
     exif_orientation: int  # EXIF orientation that was applied (1 = none)
     is_animated: bool  # the file has more than one frame; only the first (or the given PIL frame) was used
-    notes: tuple[str, ...]  # user-facing remarks about silent fixes (animation, unreadable EXIF)
+    notes: tuple[str, ...]  # user-facing remarks about silent fixes (animation, unreadable EXIF, unusable profile)
+    photo: SourcePhoto  # the photo's own pixels (depth, channels, alpha) and ICC profile, upright: what comes back
 
 
 def decode_image(source: ImageSource, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -154,7 +170,7 @@ def decode_upload(source: ImageSource | None, limits: DecodeLimits = DEFAULT_LIM
         if not data:
             raise InputImageError(f"The uploaded file is empty. Please upload a photo ({_formats_phrase(limits)}).")
         with _open_allowed(io.BytesIO(data), data[:64], limits) as image:
-            return _decode_pil(image, limits, owned=True)
+            return _decode_pil(image, limits, owned=True, read_bytes=lambda: data, head=data[:64])
     if isinstance(source, str | Path):
         path = Path(source)
         try:
@@ -165,7 +181,7 @@ def decode_upload(source: ImageSource | None, limits: DecodeLimits = DEFAULT_LIM
         if not head:
             raise InputImageError(f"The uploaded file is empty. Please upload a photo ({_formats_phrase(limits)}).")
         with _open_allowed(path, head, limits) as image:
-            return _decode_pil(image, limits, owned=True)
+            return _decode_pil(image, limits, owned=True, read_bytes=path.read_bytes, head=head)
     raise InputImageError(f"Please upload a photo ({_formats_phrase(limits)}).")
 
 
@@ -185,6 +201,8 @@ def _unreadable_message(head: bytes, limits: DecodeLimits) -> str:
     """Explain an unidentified file, naming its real format when the leading bytes reveal it."""
     kind = next((name for magic, name in _KNOWN_SIGNATURES if head.startswith(magic)), None)
     if kind is None and head[4:8] == b"ftyp" and head[8:12] in _HEIC_BRANDS:
+        if "HEIF" in limits.allowed_formats:  # a HEIC that pillow-heif cannot parse is damaged, not unsupported
+            return _damaged_message()
         kind = "HEIC/HEIF"
     if kind is None and head.lstrip()[:5].lower() in (b"<svg ", b"<?xml"):
         kind = "SVG"
@@ -269,11 +287,19 @@ def _is_animated(image: Image.Image) -> bool:
         return True
 
 
-def _decode_pil(image: Image.Image, limits: DecodeLimits, *, owned: bool) -> DecodedImage:
+def _decode_pil(
+    image: Image.Image,
+    limits: DecodeLimits,
+    *,
+    owned: bool,
+    read_bytes: Callable[[], bytes] | None = None,
+    head: bytes = b"",
+) -> DecodedImage:
     """Check, load (first frame), orient and convert a PIL image.
 
     ``owned`` is True for images we opened ourselves (we may seek to frame 0); a caller's image is left on its
-    current frame and is copied before anything else touches its pixels.
+    current frame and is copied before anything else touches its pixels. ``read_bytes`` gives the file's bytes when
+    ``head`` shows a 16-bit colour PNG (decoded again by OpenCV at full depth, after the size checks).
     """
     if image.format is not None and image.format not in limits.allowed_formats:
         raise InputImageError(
@@ -281,7 +307,7 @@ def _decode_pil(image: Image.Image, limits: DecodeLimits, *, owned: bool) -> Dec
         )
     check_dimensions(image.width, image.height, limits)
     notes: list[str] = []
-    animated = _is_animated(image)
+    animated = image.format not in STILL_MULTI_FRAME_FORMATS and _is_animated(image)
     if animated:
         notes.append(
             "This is an animated image; only its first frame was used." if owned else "Animated image: one frame used."
@@ -294,7 +320,11 @@ def _decode_pil(image: Image.Image, limits: DecodeLimits, *, owned: bool) -> Dec
                     image.seek(0)
                 image.load()  # a truncated or corrupt stream fails here
                 frame = image
+                pixels16 = None
+                if read_bytes is not None and is_16bit_colour_png(head[:PNG_HEAD_BYTES]):
+                    pixels16 = decode_16bit_colour_png(read_bytes())
             else:
+                pixels16 = None
                 frame = image.copy()  # loads the caller's current frame without touching the caller's object
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as err:
         raise InputImageError(_too_large_message(image.size, limits)) from err
@@ -305,15 +335,29 @@ def _decode_pil(image: Image.Image, limits: DecodeLimits, *, owned: bool) -> Dec
     frame, orientation, exif_note = _apply_exif_orientation(frame)
     if exif_note:
         notes.append(exif_note)
-    rgb = pil_to_rgb_array(frame)
+    if pixels16 is not None:
+        pixels16 = orient_array(pixels16, orientation)
+    photo = _source_photo(frame, pixels16)
     return DecodedImage(
-        image=rgb,
+        image=model_view(photo),
         source_format=image.format,
         source_mode=source_mode,
         exif_orientation=orientation,
         is_animated=animated,
-        notes=tuple(notes),
+        notes=tuple(notes) + photo.notes,
+        photo=photo,
     )
+
+
+def _source_photo(image: Image.Image, pixels16: np.ndarray | None = None) -> SourcePhoto:
+    """:func:`pipeline.faces.photo.source_photo_from_pil`, with an unsupported pixel format worded for the user."""
+    try:
+        return source_photo_from_pil(image, pixels16)
+    except (ValueError, OSError) as err:
+        raise InputImageError(
+            f"This image uses a pixel format ({image.mode}) that cannot be shown as a colour photo. "
+            "Please save it as an 8-bit RGB JPEG or PNG."
+        ) from err
 
 
 def _apply_exif_orientation(frame: Image.Image) -> tuple[Image.Image, int, str | None]:
@@ -333,50 +377,18 @@ def _apply_exif_orientation(frame: Image.Image) -> tuple[Image.Image, int, str |
 
 
 def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert any single-frame PIL image to an RGB uint8 array without clipping or dropping alpha.
+    """Convert any single-frame PIL image to the models' view: (H, W, 3) uint8 sRGB, alpha composited.
 
     Args:
         image: a loaded PIL image in any mode Pillow decodes from the allowed formats.
 
     Returns:
-        np.ndarray (H, W, 3) uint8 RGB (a new array).
+        np.ndarray (H, W, 3) uint8 sRGB (see :func:`pipeline.faces.photo.model_view`).
 
     Raises:
         InputImageError: for pixel formats that have no faithful RGB meaning (e.g. floating point "F").
     """
-    mode = image.mode
-    if mode == "RGB":
-        return np.array(image, dtype=np.uint8)
-    if mode.startswith("I;16") or mode == "I":
-        return _gray_to_rgb(_scale_16bit(np.asarray(image)))
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        return _composite_on_background(np.asarray(image.convert("RGBA")))
-    try:
-        return np.array(image.convert("RGB"), dtype=np.uint8)
-    except (ValueError, OSError) as err:
-        raise InputImageError(
-            f"This image uses a pixel format ({mode}) that cannot be shown as a colour photo. "
-            "Please save it as an 8-bit RGB JPEG or PNG."
-        ) from err
-
-
-def _scale_16bit(values: np.ndarray) -> np.ndarray:
-    """Map 16-bit intensities to 8 bits by rounding v·255/65535 (the exact inverse of 8→16-bit expansion v·257)."""
-    wide = np.clip(values.astype(np.int64), 0, UINT16_MAX)
-    return ((wide * UINT8_MAX + UINT16_MAX // 2) // UINT16_MAX).astype(np.uint8)
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def _composite_on_background(rgba: np.ndarray) -> np.ndarray:
-    """Alpha-composite (H, W, 4) uint8 RGBA over ``ALPHA_BACKGROUND_RGB``; exact at alpha 0 and 255."""
-    colour = rgba[:, :, :3].astype(np.uint32)
-    alpha = rgba[:, :, 3:4].astype(np.uint32)
-    background = np.asarray(ALPHA_BACKGROUND_RGB, dtype=np.uint32)
-    mixed = (colour * alpha + background * (UINT8_MAX - alpha) + UINT8_MAX // 2) // UINT8_MAX
-    return mixed.astype(np.uint8)
+    return np.array(model_view(_source_photo(image)), dtype=np.uint8, copy=True)
 
 
 def _decode_array(array: np.ndarray, limits: DecodeLimits) -> DecodedImage:
@@ -389,27 +401,17 @@ def _decode_array(array: np.ndarray, limits: DecodeLimits) -> DecodedImage:
         )
     height, width = array.shape[:2]
     check_dimensions(width, height, limits)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * UINT8_MAX
-    elif array.dtype == np.uint16 or (array.dtype.kind == "u" and array.dtype.itemsize == 2):
-        array = _scale_16bit(array)
-    elif array.dtype != np.uint8:
+    if not (array.dtype == np.bool_ or (array.dtype.kind == "u" and array.dtype.itemsize <= 2)):
         raise InputImageError(
             f"The image data has an unsupported pixel type ({array.dtype}); expected 8-bit or 16-bit integers."
         )
-    if array.ndim == 2:
-        rgb = _gray_to_rgb(array)
-    elif array.shape[2] == 2:  # grey + alpha
-        rgb = _composite_on_background(np.concatenate([_gray_to_rgb(array[:, :, 0]), array[:, :, 1:]], axis=2))
-    elif array.shape[2] == 4:
-        rgb = _composite_on_background(array)
-    else:
-        rgb = np.array(array, dtype=np.uint8, order="C", copy=True)
+    photo = photo_from_array(array)
     return DecodedImage(
-        image=np.ascontiguousarray(rgb),
+        image=model_view(photo),
         source_format=None,
         source_mode="array",
         exif_orientation=1,
         is_animated=False,
-        notes=(),
+        notes=photo.notes,
+        photo=photo,
     )

@@ -22,11 +22,14 @@ from __future__ import annotations
 import io
 import logging
 import math
+import warnings
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.config import BOUNDARIES_DIR, NUM_WS, W_DIM
 from pipeline.errors import LatentCodeError, WeightsError
@@ -69,6 +72,13 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"  # .npz archives are zip files
 PICKLE_PROTOCOL_MARK = 0x80  # first byte of a pickle written with protocol ≥ 2
 SUPPORTED_NPY_VERSIONS = ((1, 0), (2, 0))  # what numpy.save writes for plain numeric arrays
+TORCH_PICKLE_MEMBER = "data.pkl"  # torch.save's zip format holds "<archive>/data.pkl" (torch/serialization.py)
+# Keys under which projectors and editing repos save a W+ code in a dict (e4e/pSp "latent", StyleGAN2-ADA
+# "projected_w"/"w", InterFaceGAN/official C2F "wp", others "w_plus"/"latents"/"code"); ours, from those repos.
+LATENT_DICT_KEYS = ("w", "wp", "w_plus", "latent", "latents", "projected_w", "code")
+# Uncompressed bytes a .pt archive may unpack to: its members hold at most one (1, 18, 512) float64 tensor plus small
+# pickles; the cap stops a zip bomb before torch.load reads anything (ours).
+MAX_TORCH_ARCHIVE_BYTES = 4 * MAX_LATENT_FILE_BYTES
 
 
 @dataclass(frozen=True, eq=False)
@@ -479,14 +489,14 @@ def _read_source_bytes(source: str | Path | bytes) -> tuple[bytes, str]:
     try:
         size = path.stat().st_size
         if not path.is_file():
-            raise LatentCodeError(f"{name} is not a file; upload a .npy file")
+            raise LatentCodeError(f"{name} is not a file; upload a .npy or .pt file")
         if size > MAX_LATENT_FILE_BYTES:
             raise LatentCodeError(
                 f"{name} is {size:,} bytes; a W+ code file is at most {MAX_LATENT_FILE_BYTES:,} bytes"
             )
         return path.read_bytes(), name
     except OSError as err:
-        raise LatentCodeError(f"{name} could not be read ({type(err).__name__}); upload a .npy file") from err
+        raise LatentCodeError(f"{name} could not be read ({type(err).__name__}); upload a .npy or .pt file") from err
 
 
 def _array_from_npy_bytes(data: bytes, name: str) -> np.ndarray:
@@ -494,9 +504,14 @@ def _array_from_npy_bytes(data: bytes, name: str) -> np.ndarray:
     if not data:
         raise LatentCodeError(f"{name} is empty; upload a W+ code saved with numpy.save")
     if data.startswith(ZIP_MAGIC):
-        raise LatentCodeError(f"{name} is a .npz archive; save the single (1, 18, 512) array with numpy.save")
+        members = _zip_members(data, name)
+        if any(member == TORCH_PICKLE_MEMBER or member.endswith("/" + TORCH_PICKLE_MEMBER) for member in members):
+            return _array_from_torch_bytes(data, name, members)
+        if members and all(member.endswith(".npy") for member in members):
+            raise LatentCodeError(f"{name} is a .npz archive; save the single (1, 18, 512) array with numpy.save")
+        raise LatentCodeError(f"{name} is a ZIP archive but neither a PyTorch file nor a numpy file; {SAVE_CODE_HINT}")
     if data[0] == PICKLE_PROTOCOL_MARK:
-        raise LatentCodeError(f"{name} is a Python pickle, which is never loaded; save the array with numpy.save")
+        return _array_from_torch_bytes(data, name, {})
     if not data.startswith(NPY_MAGIC):
         raise LatentCodeError(f"{name} is not a .npy file; save the (1, 18, 512) array with numpy.save")
     stream = io.BytesIO(data)
@@ -517,6 +532,56 @@ def _array_from_npy_bytes(data: bytes, name: str) -> np.ndarray:
         raise LatentCodeError(f"{name} is truncated or damaged; save the array again with numpy.save") from err
 
 
+SAVE_CODE_HINT = "save the (1, 18, 512) code with numpy.save(path, w) or torch.save(w, path)"
+
+
+def _zip_members(data: bytes, name: str) -> dict[str, int]:
+    """Member name → uncompressed size of a ZIP archive (only its directory is read)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {info.filename: info.file_size for info in archive.infolist()}
+    except (zipfile.BadZipFile, ValueError, OSError) as err:
+        raise LatentCodeError(f"{name} is a damaged ZIP archive; {SAVE_CODE_HINT}") from err
+
+
+def _array_from_torch_bytes(data: bytes, name: str, members: dict[str, int]) -> np.ndarray:
+    """A W+ code from a ``torch.save`` file: a tensor, or a dict with one under a :data:`LATENT_DICT_KEYS` key.
+
+    Loaded with ``torch.load(weights_only=True)``, PyTorch's restricted unpickler: only tensors and plain containers
+    are rebuilt, so no code in the file is ever run. Legacy (non-zip) files go through the same loader.
+    """
+    if sum(members.values()) > MAX_TORCH_ARCHIVE_BYTES:
+        raise LatentCodeError(f"{name} unpacks to more data than a W+ code; {SAVE_CODE_HINT}")
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": harmless for the restricted loader
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for forbidden globals, RuntimeError/EOFError for damaged files
+        logger.info("torch.load refused a latent code file: %s", type(err).__name__)
+        raise LatentCodeError(
+            f"{name} is a Python pickle that is not a plain PyTorch tensor file (it is never executed); "
+            f"{SAVE_CODE_HINT}"
+        ) from err
+    tensor = loaded
+    if isinstance(loaded, dict):
+        found = [key for key in LATENT_DICT_KEYS if isinstance(loaded.get(key), torch.Tensor)]
+        if len(found) != 1:
+            keys = ", ".join(repr(str(key)) for key in list(loaded)[:8]) or "no keys"
+            wanted = ", ".join(repr(key) for key in LATENT_DICT_KEYS)
+            problem = "several codes" if found else "no tensor"
+            raise LatentCodeError(
+                f"{name} holds a dict ({keys}) with {problem} under the keys we look for ({wanted}); {SAVE_CODE_HINT}"
+            )
+        tensor = loaded[found[0]]
+    if not isinstance(tensor, torch.Tensor):
+        raise LatentCodeError(f"{name} holds a {type(loaded).__name__}, not a tensor; {SAVE_CODE_HINT}")
+    if not tensor.is_floating_point():
+        raise LatentCodeError(f"{name} holds a tensor of dtype {tensor.dtype}; a W+ code must be float16/32/64")
+    array = tensor.detach().to(torch.float64 if tensor.dtype == torch.float64 else torch.float32).numpy()
+    _check_latent_dtype_and_shape(array.dtype, array.shape, name)
+    return array
+
+
 def _check_latent_dtype_and_shape(dtype: np.dtype, shape: tuple[int, ...], name: str) -> None:
     if dtype.hasobject:
         raise LatentCodeError(f"{name} holds Python objects (dtype {dtype}); only plain float arrays are accepted")
@@ -534,9 +599,11 @@ def _check_latent_dtype_and_shape(dtype: np.dtype, shape: tuple[int, ...], name:
 def load_latent_code(source: str | Path | bytes | np.ndarray) -> np.ndarray:
     """Read and validate a user-supplied W+ code (e.g. from e4e or a projector) for StyleGAN2 FFHQ 1024².
 
-    Accepted: a ``.npy`` file (path or raw bytes) or an array, shape (1, 18, 512) or (18, 512), float16/32/64,
-    all finite, every row norm ≤ ``MAX_LATENT_ROW_NORM`` (official codes: 33–41). Files are parsed with
-    ``allow_pickle=False`` after checking the header, so a pickle is never executed.
+    Accepted: a ``.npy`` file, a ``.pt``/``.pth`` file from ``torch.save`` holding the tensor or a dict with it under
+    one of :data:`LATENT_DICT_KEYS` (read with ``torch.load(weights_only=True)``), or an array; shape (1, 18, 512) or
+    (18, 512), float16/32/64, all finite, every row norm ≤ ``MAX_LATENT_ROW_NORM`` (official codes: 33–41).
+    ``.npy`` files are parsed with ``allow_pickle=False`` after checking the header, and PyTorch files only with the
+    restricted unpickler, so no code in an uploaded file is ever executed.
 
     Args:
         source: a file path (str or Path), the file's bytes, or an array.
@@ -545,8 +612,9 @@ def load_latent_code(source: str | Path | bytes | np.ndarray) -> np.ndarray:
         (1, 18, 512) float32, a new array (never a view of ``source``).
 
     Raises:
-        LatentCodeError: unreadable or oversized file, not a .npy file (pickle, .npz, other), object or non-float
-            dtype, wrong shape (the message gives the shape found and expected), NaN/inf, or absurd magnitude.
+        LatentCodeError: unreadable or oversized file, neither a .npy nor a PyTorch tensor file (other pickles,
+            .npz, other ZIPs, dicts without a code under a known key), object or non-float dtype, wrong shape (the
+            message gives the shape found and expected), NaN/inf, or absurd magnitude.
     """
     if isinstance(source, np.ndarray):
         name = "the latent code"

@@ -142,11 +142,11 @@ def test_eps_rejected_and_ghostscript_never_invoked(monkeypatch) -> None:
     assert calls == []
 
 
-def test_heic_is_named_when_unsupported() -> None:
-    if "HEIF" in decode_module.DEFAULT_ALLOWED_FORMATS:
-        pytest.skip("pillow-heif is installed; HEIC decodes")
+def test_heic_is_named_when_not_allowed() -> None:
+    assert "HEIF" in decode_module.DEFAULT_ALLOWED_FORMATS  # pillow-heif is a requirement: HEIC decodes
     data = struct.pack(">I", 24) + b"ftypheic" + bytes(4) + b"mif1heic" + bytes(40)
-    assert_rejected(data, "HEIC", "not supported")
+    with pytest.raises(InputImageError, match="This HEIC/HEIF file is not supported"):
+        decode_image(data, DecodeLimits(allowed_formats=decode_module.BASE_ALLOWED_FORMATS))
 
 
 # --- damaged files ---------------------------------------------------------------------------------------------------

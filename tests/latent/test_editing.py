@@ -4,10 +4,12 @@ import dataclasses
 import io
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -443,7 +445,7 @@ GOOD = np.ones((1, 18, 512), np.float32)
         (npy_bytes(np.ones((1, 18, 512), bool)), "dtype bool"),
         (npy_bytes(np.ones((1, 18, 512), np.complex64)), "dtype complex64"),
         (npy_bytes(np.array([{"wp": 1}], dtype=object), allow_pickle=True), "holds Python objects"),
-        (pickle.dumps(GOOD), "is a Python pickle, which is never loaded"),
+        (pickle.dumps(GOOD), "is a Python pickle that is not a plain PyTorch tensor file .it is never executed."),
         (b"hello, this is text", "is not a .npy file"),
         (b"", "is empty"),
         (npy_bytes(GOOD)[:-1000], "truncated or damaged"),
@@ -497,3 +499,93 @@ def test_bad_arrays_are_rejected_like_files() -> None:
 def test_row_norm_bound_is_far_above_real_codes(codes: dict[str, np.ndarray]) -> None:
     largest = max(np.linalg.norm(wp[0], axis=1).max() for wp in codes.values())
     assert largest * 20 < MAX_LATENT_ROW_NORM
+
+
+# --- W+ codes saved with torch.save ----------------------------------------------------------------------------------
+
+
+def torch_bytes(obj: object, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes], *, compress: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+CODE = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 18, 512)).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        CODE,
+        CODE[0],
+        CODE.double(),
+        CODE.half(),
+        CODE.bfloat16(),
+        CODE.clone().requires_grad_(True),
+        {"w": CODE},
+        {"wp": CODE, "step": 1000},
+        {"latent": CODE[0], "noise": [torch.zeros(4)]},
+        {"projected_w": CODE},
+    ],
+)
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_pytorch_codes_are_accepted(tmp_path: Path, obj: object, suffix: str) -> None:
+    path = tmp_path / f"code{suffix}"
+    path.write_bytes(torch_bytes(obj))
+    code = load_latent_code(path)
+    assert code.shape == (1, 18, 512) and code.dtype == np.float32
+    tensor = obj if isinstance(obj, torch.Tensor) else next(v for v in obj.values() if isinstance(v, torch.Tensor))
+    expected = tensor.detach().float().reshape(1, 18, 512).numpy()
+    np.testing.assert_array_equal(code, expected)
+    np.testing.assert_array_equal(load_latent_code(path.read_bytes()), code)
+
+
+def test_legacy_pytorch_format_is_accepted() -> None:
+    code = load_latent_code(torch_bytes(CODE, _use_new_zipfile_serialization=False))
+    np.testing.assert_array_equal(code, CODE.numpy())
+
+
+class Executes:
+    """Unpickling this would run os.system; the restricted loader must refuse it."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, ("echo pwned > /dev/null",)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (torch_bytes({"a": CODE, "b": 1}), r"holds a dict \('a', 'b'\) with no tensor under the keys we look for"),
+        (torch_bytes({"w": CODE, "latent": CODE}), "holds a dict .* with several codes"),
+        (torch_bytes([CODE]), "holds a list, not a tensor; save the .* torch.save"),
+        (torch_bytes(CODE.long()), "tensor of dtype torch.int64"),
+        (torch_bytes(torch.ones(1, 14, 512)), r"shape \(1, 14, 512\); expected"),
+        (torch_bytes(torch.ones(1, 512)), "single W vector"),
+        (torch_bytes(CODE * 100), "layer of norm"),
+        (pickle.dumps(Executes()), "not a plain PyTorch tensor file .it is never executed."),
+        (torch_bytes(CODE)[:-200], "not a plain PyTorch tensor file|damaged ZIP"),
+        (zip_bytes({"readme.txt": b"hello"}), "ZIP archive but neither a PyTorch file nor a numpy file"),
+    ],
+)
+def test_bad_pytorch_files_get_a_specific_message(content: bytes, match: str) -> None:
+    with pytest.raises(LatentCodeError, match=match):
+        load_latent_code(content)
+
+
+def test_pytorch_zip_bomb_is_refused_before_loading(monkeypatch) -> None:
+    big = zip_bytes({"archive/data.pkl": b"x", "archive/data/0": bytes(5 * MAX_LATENT_FILE_BYTES)}, compress=True)
+    assert len(big) < MAX_LATENT_FILE_BYTES  # small on disk, 10 MB unpacked
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran on an oversized archive"))
+    with pytest.raises(LatentCodeError, match="unpacks to more data than a W\\+ code"):
+        load_latent_code(big)
