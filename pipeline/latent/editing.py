@@ -36,6 +36,7 @@ __all__ = [
     "Boundary",
     "auto_layer_steps",
     "auto_strength",
+    "double_chin_score",
     "edit_latent",
     "edit_latent_auto",
     "layer_scores",
@@ -57,6 +58,7 @@ UNIT_NORM_TOLERANCE = 1e-3  # |‖n_i‖ − 1| allowed; the shipped rows are wi
 MIX_LAYERS_DIFFUSE = tuple(range(7, NUM_WS))  # main_diffuse.py style_range: layers 7–17 come back from the original
 MIX_LAYERS_WARP = tuple(range(6, NUM_WS))  # main_warp.py: layers 6–17 come back from the original code
 AUTO_STEP_FACTOR = 1.8  # April-2021 main_warp.py: d_i = −1.8·|n_i·w_i + b_i|
+SCORE_LAYERS = tuple(range(0, 7))  # layers the diffuse edit keeps (0–6): complement of DEFAULT_MIX_LAYERS (ours)
 
 LATENT_SHAPES = ((1, NUM_WS, W_DIM), (NUM_WS, W_DIM))  # accepted W+ code shapes
 MAX_LATENT_FILE_BYTES = 2 * 1024 * 1024  # a valid file is ≤ 73,856 bytes ((1, 18, 512) float64 + header)
@@ -340,6 +342,34 @@ def layer_scores(wp: np.ndarray, boundary: Boundary) -> np.ndarray:
         )
     rows = _as_rows(wp).astype(np.float64)
     return np.einsum("ij,ij->i", boundary.normal.astype(np.float64), rows) + boundary.intercept
+
+
+def double_chin_score(wp: np.ndarray, boundary: Boundary, layers: Iterable[int] = SCORE_LAYERS) -> float:
+    """Mean per-layer SVM score ``mean_{i ∈ layers}(n_i·w_i + b_i)`` of a W+ code on the fine boundary.
+
+    Sign convention (official boundaries, METHOD.md §4): **positive = double-chin side**, negative = the other side.
+    The default layers are 0–6, the ones the diffuse edit moves (layers 7–17 are restored by style mixing), so an
+    edit ``edit_latent(wp, boundary, alpha=α)`` with unit normals shifts this score by exactly α. On the seven
+    official test codes (all chosen as double-chin cases) it lies between +0.52 and +4.54, and at α = −5 between
+    −4.48 and −0.47. The SVM weight norm was not stored, so the value is a position relative to the boundary in
+    boundary units, not a calibrated probability: show it as a guide, never as a detector's verdict.
+
+    Args:
+        wp: W+ code, (1, 18, 512) or (18, 512), float.
+        boundary: a boundary with intercepts (fine/all).
+        layers: W+ layer indices to average over (default 0–6); at least one, each in 0–17.
+
+    Returns:
+        The mean score as a Python float.
+
+    Raises:
+        ValueError: the boundary has no intercepts, or ``layers`` is empty or out of range.
+        LatentCodeError: ``wp`` has the wrong shape or dtype.
+    """
+    chosen = sorted({int(i) for i in layers})
+    if not chosen or any(not 0 <= i < NUM_WS for i in chosen):
+        raise ValueError(f"layers must be a non-empty set of W+ layer indices 0–{NUM_WS - 1}, got {chosen}")
+    return float(layer_scores(wp, boundary)[chosen].mean())
 
 
 def auto_layer_steps(wp: np.ndarray, boundary: Boundary, factor: float = AUTO_STEP_FACTOR) -> np.ndarray:

@@ -21,6 +21,7 @@ from pipeline.latent.editing import (
     Boundary,
     auto_layer_steps,
     auto_strength,
+    double_chin_score,
     edit_latent,
     edit_latent_auto,
     layer_scores,
@@ -276,6 +277,46 @@ def test_strength_sweep_needs_two_steps(fine: Boundary) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Scores and automatic strength
+
+
+# Measured on the seven official codes (fine/all boundary, layers 0–6), the figures double_chin_score documents.
+OFFICIAL_DOUBLE_CHIN_SCORES = {
+    "00016": 1.747,
+    "00191": 3.140,
+    "00212": 2.107,
+    "00295": 0.519,
+    "00352": 4.535,
+    "00657": 2.645,
+    "00667": 2.703,
+}
+
+
+def test_double_chin_score_on_the_official_codes(fine: Boundary, codes: dict[str, np.ndarray]) -> None:
+    assert fine.intercept is not None
+    for name, wp in codes.items():
+        score = double_chin_score(wp, fine)
+        direct = np.mean([np.dot(fine.normal[i].astype(np.float64), wp[0, i]) + fine.intercept[i] for i in range(7)])
+        assert score == pytest.approx(direct, abs=1e-9)
+        assert score == pytest.approx(OFFICIAL_DOUBLE_CHIN_SCORES[name], abs=5e-4)
+        assert score > 0  # all seven were chosen as double-chin cases: positive side
+        # The diffuse edit (α = −5, layers 7–17 restored) moves layers 0–6 by exactly α along unit normals.
+        edited = edit_latent(wp, fine, alpha=-5.0, mix_layers=DIFFUSE_MIX)
+        assert double_chin_score(edited, fine) == pytest.approx(score - 5.0, abs=1e-4)
+        assert double_chin_score(edited, fine) < 0
+        assert double_chin_score(wp, fine, layers=range(18)) == pytest.approx(layer_scores(wp, fine).mean())
+
+
+def test_double_chin_score_rejects_bad_layers_and_boundaries_without_intercepts(
+    fine: Boundary, codes: dict[str, np.ndarray]
+) -> None:
+    wp = codes["00016"]
+    for layers in ([], [18], [-1]):
+        with pytest.raises(ValueError, match="layer indices"):
+            double_chin_score(wp, fine, layers=layers)
+    with pytest.raises(ValueError, match="no intercepts"):
+        double_chin_score(wp, load_boundary("coarse", "psi_0.8"))
+    with pytest.raises(LatentCodeError):
+        double_chin_score(wp[0, :5], fine)
 
 
 def test_layer_scores_match_a_direct_computation_and_the_documented_range(
