@@ -481,7 +481,7 @@ def add_examples(app: RemovalApp, photo: SafeImage, outputs: list[gr.components.
     """
     cache = app.remover is not None and not app.stand_in
     gr.Examples(
-        [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.jpg"))],
+        [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.png"))],
         inputs=[photo],
         outputs=outputs if cache else None,
         fn=app.example if cache else None,

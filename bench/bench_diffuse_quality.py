@@ -5,7 +5,7 @@ Usage (from the repo root)::
     .venv/bin/python -m bench.bench_diffuse_quality --generator tiny [--codes 00016 00191 …] [--json PATH]
     .venv/bin/python -m bench.bench_diffuse_quality --generator full --codes 00016 00295
 
-Fixtures: the 7 official reference photos (``examples/*.jpg``, FFHQ-aligned 1024²) with their official W+ codes
+Fixtures: the 7 official reference photos (``examples/*.png``, FFHQ-aligned 1024²) with their official W+ codes
 (``examples/codes``). For each, as the remover does it: the fine/all boundary edit at strength −5 with the diffuse
 style mixing (layers 7–17 restored), the neck mask from a synthetic label map of the photo's dlib landmarks
 (:func:`bench.full_size.synthetic_labels`; the random parser's labels are noise), the hard-pasted target, the
@@ -122,7 +122,7 @@ def build_generator(kind: str, weights_dir: str | None) -> Generator:
 
 
 def scene(name: str, generator: Generator) -> dict[str, np.ndarray]:
-    photo = decode_image(EXAMPLES_DIR / f"{name}.jpg")
+    photo = decode_image(EXAMPLES_DIR / f"{name}.png")
     code = np.load(EXAMPLES_DIR / "codes" / f"{name}_wp.npy").astype(np.float32)
     landmarks = find_faces(photo)[0].landmarks
     region = neck_mask(synthetic_labels(landmarks, photo.shape[0]), landmarks, settings=NECK_MASK_DIFFUSE)
@@ -202,7 +202,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    names = args.codes or sorted(path.stem for path in EXAMPLES_DIR.glob("*.jpg"))
+    names = args.codes or sorted(path.stem for path in EXAMPLES_DIR.glob("*.png"))
     generator = build_generator(args.generator, args.weights_dir)
     if args.weights_dir is not None:
         args.generator = "weights"

@@ -55,7 +55,7 @@ DONE_MARKER = "COMPLETE"
 LATENT_AVG_SAMPLES = 4096  # z's averaged for latent_avg (as StyleGAN2's mean_latent)
 
 PHOTO_CANVAS = (4000, 3000)  # (width, height): 12 MP
-PHOTO_SOURCE = "00016.jpg"  # an official reference photo (an FFHQ-aligned 1024² face)
+PHOTO_SOURCE = "00016.png"  # an official reference photo (an FFHQ-aligned 1024² face)
 PHOTO_FACE_SCALE = 1.25  # the 1024² reference is placed at 1280² so the aligned crop is a slight downscale
 PHOTO_QUALITY = 92
 CLUTTER_CELL = 64  # px: size of the smooth random background's cells

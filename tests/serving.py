@@ -26,10 +26,10 @@ import pipeline.remover as remover_module
 from pipeline.config import EXAMPLES_DIR
 from pipeline.remover import DoubleChinRemover
 
-EXAMPLE = EXAMPLES_DIR / "00016.jpg"
+EXAMPLE = EXAMPLES_DIR / "00016.png"
 TEST_PHOTO_SIZE = (720, 860)  # (width, height): not square, so "same size" means something
 FACE_SIZE = 640  # side the 1024² example is resized to inside the test photo
-EXAMPLES = sorted(EXAMPLES_DIR.glob("*.jpg"))
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.png"))
 PORTRAIT_SIZE = (360, 440)  # (width, height) of the test portraits: small, so detection and paste-back are quick
 PORTRAIT_FACE_SIZE = 300  # side the 1024² example is resized to inside a test portrait (dlib finds a ~155-190 px face)
 REQUEST_TIMEOUT_S = 120.0  # one request on a loaded 2-core machine, with generous slack

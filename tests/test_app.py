@@ -105,7 +105,7 @@ def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> No
 def test_another_strength_or_method_reuses_the_cached_inversion(
     served: Served, client: Client, tmp_path: Path
 ) -> None:
-    photo = make_test_photo(tmp_path / "another.png", EXAMPLES_DIR / "00295.jpg")  # not cached by other tests
+    photo = make_test_photo(tmp_path / "another.png", EXAMPLES_DIR / "00295.png")  # not cached by other tests
     encoder_runs = served.calls["invert_with_encoder"]
     first = remove(client, photo, strength=-5.0)
     assert served.calls["invert_with_encoder"] == encoder_runs + 1

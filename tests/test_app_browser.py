@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
 SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
-SCREENSHOT_EXAMPLE = EXAMPLES_DIR / "00352.jpg"
+SCREENSHOT_EXAMPLE = EXAMPLES_DIR / "00352.png"
 SCREENSHOT_COLOURS = 256
 RUN_TIMEOUT_MS = 120_000  # one full run on a loaded 2-core CI machine
 UI_TIMEOUT_MS = 15_000

@@ -32,7 +32,7 @@ from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import MIX_LAYERS_WARP
 
-PHOTO = EXAMPLES_DIR / "00016.jpg"
+PHOTO = EXAMPLES_DIR / "00016.png"
 CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
 SUMMARY_KEYS = {
     "input",
@@ -106,7 +106,7 @@ def test_warp_end_to_end(stand_in_weights_dir: Path, tmp_path: Path, capsys: pyt
 
     summary = read_summary(outdir, "00016")
     assert set(summary) == SUMMARY_KEYS
-    assert summary["input"] == "00016.jpg"
+    assert summary["input"] == "00016.png"
     assert summary["stand_in_weights"] is True and "NOT a real" in summary["warning"]
     assert summary["settings"]["method"] == "warp" and summary["settings"]["inversion"] == "encoder"
     assert summary["faces"]["0"]["inversion"] == "encoder"
@@ -274,7 +274,7 @@ def test_usage_errors(extra: list[str], message: str, tmp_path: Path, capsys: py
 
 
 def test_code_needs_a_single_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    other = EXAMPLES_DIR / "00191.jpg"
+    other = EXAMPLES_DIR / "00191.png"
     assert "give a single IMAGE" in usage_error(
         [str(PHOTO), str(other), "-o", str(tmp_path), "--code", str(CODE)], capsys
     )
