@@ -33,7 +33,7 @@ from pipeline.networks.encoder import Encoder4Editing, EncoderConfig
 from pipeline.networks.parsing import BiSeNet
 from pipeline.networks.perceptual import SAFETENSORS_METADATA, VGG16Features, VGGConfig
 from pipeline.networks.stylegan2 import Generator, GeneratorConfig
-from pipeline.weights.registry import REGISTRY
+from pipeline.weights.registry import REGISTRY, STAND_IN_KEYS, STAND_IN_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ MODULATION_BIAS_OFFSET = 1.0  # style modulation biases start at 1 (as in StyleG
 RUNNING_MEAN_SCALE = 0.1
 RUNNING_VAR_SCALE = 0.1
 LATENT_AVG_SAMPLES = 4096  # z samples averaged for the stand-in latent_avg (as StyleGAN2's mean_latent)
-MARKER_FILENAME = "STAND_IN_WEIGHTS.txt"
+MARKER_FILENAME = STAND_IN_MARKER
 MARKER_TEXT = (
     "This folder holds seeded random stand-in weights written by `python -m pipeline.weights make-test-weights`,\n"
     "with the real file names, formats, key names and (for the face parser) shapes.\n" + STAND_IN_NOTE + "\n"
@@ -209,7 +209,7 @@ def write_stand_in_weights(
     """
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {key: folder / REGISTRY[key].filename for key in ("e4e", "face_parser", "vgg16")}
+    paths = {key: folder / REGISTRY[key].filename for key in STAND_IN_KEYS}
     existing = [path.name for path in paths.values() if path.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{folder} already holds {', '.join(existing)}; pass --force to replace them")
