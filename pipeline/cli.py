@@ -84,6 +84,10 @@ class UsageError(Exception):
     """The command line asks for something that cannot be done (reported like an argparse error, exit 2)."""
 
 
+class OutputConflictError(UsageError):
+    """The planned outputs clash with files on disk: reported as just the message (the usage text would not help)."""
+
+
 @dataclass(frozen=True)
 class OutputPlan:
     """Where the outputs of one input photo go."""
@@ -315,17 +319,19 @@ def plan_outputs(
     """Decide every output path and refuse plans that would overwrite an input or (without ``overwrite``) an output.
 
     Raises:
-        UsageError: OUTDIR is a file, two inputs share a stem, an output would be an input, or an output exists and
-            ``overwrite`` is False.
+        OutputConflictError: OUTDIR is a file, two inputs share a stem, an output would be an input, or an output
+            exists and ``overwrite`` is False.
     """
     if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"the output folder {outdir} is a file")
+        raise OutputConflictError(f"the output folder {outdir} is a file")
     plans: list[OutputPlan] = []
     stems: dict[str, Path] = {}
     for image in images:
         stem = image.stem
         if stem in stems:
-            raise UsageError(f"{stems[stem]} and {image} would write the same outputs ({stem}{RESULT_SUFFIX}, …)")
+            raise OutputConflictError(
+                f"{stems[stem]} and {image} would write the same outputs ({stem}{RESULT_SUFFIX}, …)"
+            )
         stems[stem] = image
         plans.append(
             OutputPlan(
@@ -343,7 +349,9 @@ def plan_outputs(
                 and re.fullmatch(re.escape(plan.stem) + STAGE_FILE_PATTERN, image.name)
                 and _same_file(image.parent, outdir)
             ):
-                raise UsageError(f"the outputs of {plan.name} would overwrite the input {image}; choose another -o")
+                raise OutputConflictError(
+                    f"the outputs of {plan.name} would overwrite the input {image}; choose another -o"
+                )
         if overwrite:
             continue
         existing = [path for path in planned if path.exists()]
@@ -351,7 +359,7 @@ def plan_outputs(
             pattern = re.compile(re.escape(plan.stem) + STAGE_FILE_PATTERN)
             existing += sorted(path for path in outdir.iterdir() if pattern.fullmatch(path.name))
         if existing:
-            raise UsageError(
+            raise OutputConflictError(
                 f"{existing[0]} already exists; pass --overwrite to replace the outputs of {plan.name}, "
                 "or choose another -o"
             )
@@ -519,6 +527,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.code is not None and (len(args.images) != 1 or args.all_faces):
             raise UsageError("--code is the W+ code of one face: give a single IMAGE and leave out --all-faces")
         plans = plan_outputs(args.images, args.outdir, save_stages=args.save_stages, overwrite=args.overwrite)
+    except OutputConflictError as err:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {err}\n")  # the message alone, without the usage text
     except (UsageError, ValueError) as err:
         parser.error(str(err))  # exits with EXIT_USAGE
 
