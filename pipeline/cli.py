@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from pipeline.config import NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
-from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
+from pipeline.latent.editing import BOUNDARY_VARIANTS, ScoreChange, load_latent_code
 from pipeline.remover import DoubleChinRemover, FaceEdit, RemovalResult
 from pipeline.settings import (
     INVERSIONS,
@@ -506,6 +506,17 @@ def process_photo(
     return summary
 
 
+def score_text(summary: dict[str, object]) -> str:
+    """`` (double-chin score 2.1 → −2.9)`` per edited face, from a summary (empty when it has none)."""
+    parts = []
+    for index, face in summary.get("faces", {}).items():  # type: ignore[union-attr]
+        score = face.get("double_chin_score")
+        if score:
+            change = ScoreChange(score["before"], score["after"], tuple(score["layers"]))
+            parts.append(f"face {int(index) + 1}: {change.arrow()}" if len(summary["faces"]) > 1 else change.arrow())
+    return f" (double-chin score {'; '.join(parts)})" if parts else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     parser = build_parser()
@@ -557,7 +568,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         for plan in plans:
             try:
-                process_photo(
+                summary = process_photo(
                     remover,
                     plan,
                     settings,
@@ -579,7 +590,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 _err(f"{plan.name}: unexpected error ({detail}); run again with --debug for the traceback")
             else:
                 if not args.quiet:
-                    _out(f"{plan.name} -> {plan.result}")
+                    _out(f"{plan.name} -> {plan.result}{score_text(summary)}")
             bar.update(1)
     finally:
         bar.close()

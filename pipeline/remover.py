@@ -36,8 +36,11 @@ from pipeline.faces.decode import DecodedImage, ImageSource, decode_upload
 from pipeline.latent.editing import (
     AutoStrength,
     Boundary,
+    ScoreChange,
+    double_chin_score,
     edit_latent,
     edit_latent_auto,
+    edited_layers,
     load_boundary,
     load_latent_code,
     strength_sweep,
@@ -57,7 +60,7 @@ from pipeline.refinement.compositing import FEATHER_DIFFUSE, FEATHER_WARP, compo
 from pipeline.refinement.diffuse import CPU_DIFFUSE, CPU_RENDER_SIZE, DiffuseSettings, diffuse_refine
 from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
 from pipeline.refinement.warp import face_and_neck_masks, warp_edited_jaw
-from pipeline.settings import RemovalSettings
+from pipeline.settings import AUTO_STRENGTH_BOUNDARY, RemovalSettings
 from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
@@ -115,6 +118,7 @@ class FaceEdit:
     auto_strength: AutoStrength | None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    score: ScoreChange | None = None  # double-chin score of ``w_plus`` → ``w_edited`` (see DoubleChinRemover.score)
 
 
 @dataclass
@@ -151,6 +155,7 @@ class RemovalResult:
                         "mean_strength": edit.auto_strength.mean_strength,
                         "already_clear": edit.auto_strength.already_clear,
                     },
+                    "double_chin_score": None if edit.score is None else edit.score.to_dict(),
                     "notes": list(edit.notes),
                 }
                 for index, edit in self.edits.items()
@@ -367,6 +372,7 @@ class DoubleChinRemover:
                     notes.append(auto.message)
             else:
                 w_edited = edit_latent(prepared.w_plus, boundary, strength=settings.strength, **mix)
+            score = self.score(prepared.w_plus, w_edited, settings, auto)
             edited = self.render(w_edited)
         inside = prepared.aligned.inside_mask() > 0
         with _timed(timings, "mask", on_stage):
@@ -381,13 +387,44 @@ class DoubleChinRemover:
             blank = np.zeros(region.shape, dtype=np.float32)
             unchanged = prepared.aligned.image.copy()
             return FaceEdit(
-                prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings
+                prepared,
+                w_edited,
+                edited,
+                region,
+                blank,
+                unchanged,
+                prepared.w_plus.copy(),
+                auto,
+                notes,
+                timings,
+                score,
             )
         refine = self._refine_diffuse if settings.method == "diffuse" else self._refine_warp
         with _timed(timings, f"refine_{settings.method}", on_stage):
             refined, blend, w_final = refine(prepared, settings, edited, w_edited, region, notes, should_stop)
         blend = np.where(inside, blend, 0.0).astype(np.float32)
-        return FaceEdit(prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings)
+        return FaceEdit(prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings, score)
+
+    def score(
+        self, w_plus: np.ndarray, w_edited: np.ndarray, settings: RemovalSettings, auto: AutoStrength | None = None
+    ) -> ScoreChange:
+        """The double-chin score before → after an edit, over the layers the edit changes.
+
+        Always measured on the fine/all boundary (the only one with intercepts), whichever boundary the edit walked
+        along, so scores of coarse and fine edits compare. With the automatic strength, ``target`` is the mean of
+        ``s_i + d_i`` over those layers: where its per-layer steps aim.
+
+        Args:
+            w_plus: (1, 18, 512) code before the edit.
+            w_edited: (1, 18, 512) code after the edit and style mixing.
+            settings: the mixing settings decide which layers count.
+            auto: the automatic strength's steps, when it was used.
+        """
+        layers = edited_layers(settings.effective_mix_layers, settings.mix_ratio)
+        scorer = self.boundary(*AUTO_STRENGTH_BOUNDARY)
+        target = None if auto is None else float(np.mean((auto.scores + auto.steps)[list(layers)]))
+        before, after = (double_chin_score(code, scorer, layers) for code in (w_plus, w_edited))
+        return ScoreChange(before, after, layers, target)
 
     def _refine_warp(
         self,

@@ -110,6 +110,10 @@ def test_warp_end_to_end(stand_in_weights_dir: Path, tmp_path: Path, capsys: pyt
     assert summary["stand_in_weights"] is True and "NOT a real" in summary["warning"]
     assert summary["settings"]["method"] == "warp" and summary["settings"]["inversion"] == "encoder"
     assert summary["faces"]["0"]["inversion"] == "encoder"
+    score = summary["faces"]["0"]["double_chin_score"]
+    assert score["after"] == pytest.approx(score["before"] - 5.0, abs=1e-3) and score["layers"] == list(range(6))
+    arrow = " → ".join(f"{value:.1f}".replace("-", "−") for value in (score["before"], score["after"]))
+    assert f"(double-chin score {arrow})" in captured.out
     assert summary["faces_edited"] == [0] and summary["w_plus_rows"] == {"0": 0}
     assert {"detect", "align", "invert", "edit", "mask", "refine_warp", "paste_back"} <= set(summary["timings_s"])
     stages = {

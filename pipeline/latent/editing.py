@@ -34,11 +34,13 @@ from pipeline.errors import LatentCodeError, WeightsError
 __all__ = [
     "AutoStrength",
     "Boundary",
+    "ScoreChange",
     "auto_layer_steps",
     "auto_strength",
     "double_chin_score",
     "edit_latent",
     "edit_latent_auto",
+    "edited_layers",
     "layer_scores",
     "load_boundary",
     "load_latent_code",
@@ -124,6 +126,34 @@ class AutoStrength:
     mean_score: float
     already_clear: bool
     message: str | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class ScoreChange:
+    """The double-chin score (:func:`double_chin_score`) of a code before and after its edit.
+
+    Attributes:
+        before: score of the input code (positive = double-chin side of the fine/all boundary).
+        after: score of the edited code, over the same layers.
+        layers: the W+ layers averaged over: those the edit changes (:func:`edited_layers`).
+        target: what the automatic strength aimed for on those layers (``mean(s_i + d_i)``), or None for a manual
+            strength. With unit normals the edit reaches it exactly.
+    """
+
+    before: float
+    after: float
+    layers: tuple[int, ...]
+    target: float | None = None
+
+    def arrow(self) -> str:
+        """``"2.1 → −2.9"``: both scores to one decimal, with a true minus sign."""
+        return " → ".join(f"{value:.1f}".replace("-", "−") for value in (self.before, self.after))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: scores rounded to 4 decimals, the layers as a list, the boundary that scores."""
+        rounded = {"before": round(self.before, 4), "after": round(self.after, 4)}
+        target = {} if self.target is None else {"auto_strength_target": round(self.target, 4)}
+        return {**rounded, **target, "layers": list(self.layers), "boundary": "fine/all"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -228,6 +258,15 @@ def _mix_weights(mix_layers: Iterable[int], mix_ratio: float) -> np.ndarray:
     ratios = np.zeros(NUM_WS, dtype=np.float32)
     ratios[layers] = mix_ratio
     return ratios
+
+
+def edited_layers(mix_layers: Iterable[int], mix_ratio: float) -> tuple[int, ...]:
+    """The W+ layers an edit changes: every layer except those style mixing restores fully (``mix_ratio`` = 1).
+
+    Raises:
+        ValueError: ``mix_layers`` / ``mix_ratio`` out of range (see :func:`edit_latent`).
+    """
+    return tuple(int(i) for i in np.flatnonzero(_mix_weights(mix_layers, mix_ratio) < 1.0))
 
 
 def _step_and_mix(rows: np.ndarray, steps: np.ndarray, normal: np.ndarray, ratios: np.ndarray) -> np.ndarray:
@@ -349,7 +388,7 @@ def double_chin_score(wp: np.ndarray, boundary: Boundary, layers: Iterable[int] 
 
     Sign convention (official boundaries, METHOD.md §4): **positive = double-chin side**, negative = the other side.
     The default layers are 0–6, the ones the diffuse edit moves (layers 7–17 are restored by style mixing), so an
-    edit ``edit_latent(wp, boundary, alpha=α)`` with unit normals shifts this score by exactly α. On the seven
+    edit ``edit_latent(wp, boundary, strength=α)`` with unit normals shifts this score by exactly α. On the seven
     official test codes (all chosen as double-chin cases) it lies between +0.52 and +4.54, and at α = −5 between
     −4.48 and −0.47. The SVM weight norm was not stored, so the value is a position relative to the boundary in
     boundary units, not a calibrated probability: show it as a guide, never as a detector's verdict.

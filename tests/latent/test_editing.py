@@ -17,6 +17,7 @@ from pipeline.latent.editing import (
     BOUNDARY_VARIANTS,
     MAX_LATENT_FILE_BYTES,
     MAX_LATENT_ROW_NORM,
+    MIX_LAYERS_DIFFUSE,
     MIX_LAYERS_WARP,
     Boundary,
     auto_layer_steps,
@@ -24,6 +25,7 @@ from pipeline.latent.editing import (
     double_chin_score,
     edit_latent,
     edit_latent_auto,
+    edited_layers,
     layer_scores,
     load_boundary,
     load_latent_code,
@@ -300,7 +302,7 @@ def test_double_chin_score_on_the_official_codes(fine: Boundary, codes: dict[str
         assert score == pytest.approx(OFFICIAL_DOUBLE_CHIN_SCORES[name], abs=5e-4)
         assert score > 0  # all seven were chosen as double-chin cases: positive side
         # The diffuse edit (α = −5, layers 7–17 restored) moves layers 0–6 by exactly α along unit normals.
-        edited = edit_latent(wp, fine, alpha=-5.0, mix_layers=DIFFUSE_MIX)
+        edited = edit_latent(wp, fine, strength=-5.0, mix_layers=DIFFUSE_MIX)
         assert double_chin_score(edited, fine) == pytest.approx(score - 5.0, abs=1e-4)
         assert double_chin_score(edited, fine) < 0
         assert double_chin_score(wp, fine, layers=range(18)) == pytest.approx(layer_scores(wp, fine).mean())
@@ -497,3 +499,11 @@ def test_bad_arrays_are_rejected_like_files() -> None:
 def test_row_norm_bound_is_far_above_real_codes(codes: dict[str, np.ndarray]) -> None:
     largest = max(np.linalg.norm(wp[0], axis=1).max() for wp in codes.values())
     assert largest * 20 < MAX_LATENT_ROW_NORM
+
+
+def test_edited_layers_are_those_style_mixing_does_not_restore() -> None:
+    assert edited_layers(MIX_LAYERS_WARP, 1.0) == tuple(range(6))
+    assert edited_layers(MIX_LAYERS_DIFFUSE, 1.0) == tuple(range(7))
+    assert edited_layers(MIX_LAYERS_DIFFUSE, 0.5) == tuple(range(18))  # a partial mix still changes them
+    with pytest.raises(ValueError, match="layer indices"):
+        edited_layers([18], 1.0)
