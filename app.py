@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -275,19 +275,14 @@ class RemovalApp:
             )
         return self.remover
 
-    def settings_from(
-        self,
-        strength: float,
-        auto_strength: bool,
-        method: str,
-        inversion: str,
-        face_number: float,
-        mix_layers: list[int] | None,
-        inversion_steps: float,
-        refine_steps: float,
-        seed: float,
-    ) -> RemovalSettings:
-        """Validated settings from the page's controls (face numbers are 1-based on the page)."""
+    def settings_from(self, controls: Sequence[Any]) -> RemovalSettings:
+        """Validated settings from the page's controls: the handlers' inputs from ``strength`` to ``seed``.
+
+        Face numbers are 1-based on the page; step counts are capped for this device.
+        """
+        strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps, refine_steps, seed = (
+            controls
+        )
         layers = tuple(sorted({int(layer) for layer in mix_layers or ()}))
         if len(layers) == NUM_WS:
             raise PipelineError(
@@ -399,10 +394,8 @@ class RemovalApp:
     ) -> tuple[Any, ...]:
         """Remove the double chin of one face; returns before/after, stages, downloads, summary and notes."""
         with user_facing_errors():
-            settings = self.settings_from(
-                strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps, refine_steps,
-                seed,
-            )  # fmt: skip
+            controls = (strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps)
+            settings = self.settings_from((*controls, refine_steps, seed))
             outcome = self.process(photo, settings, read_user_code(w_plus_code), progress)
             return self.outputs(outcome, progress)
 
@@ -418,7 +411,7 @@ class RemovalApp:
         """An animated WebP of the aligned face from strength 0 to the chosen strength (uses the cached inversion)."""
         *controls, w_plus_code, progress = values
         with user_facing_errors():
-            settings = self.settings_from(*controls)
+            settings = self.settings_from(controls)
             outcome = self.process(photo, settings, read_user_code(w_plus_code), progress, sweep_frames=SWEEP_FRAMES)
             stage_reporter(progress)("save")
             with storage_errors():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
 import resource
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bench.common import import_app
 from pipeline.config import EXAMPLES_DIR
 from pipeline.faces.decode import decode_upload
 from pipeline.networks.stylegan2 import GeneratorConfig, generator_from_state_dict, state_dict_layout
@@ -38,21 +38,6 @@ KIB_PER_MIB = 1024  # ru_maxrss is in KiB on Linux
 STRENGTHS = (-2.0, -3.5, -5.0, -6.5, -8.0)  # the timed slider positions, in turn
 FIRST_STRENGTH = -4.0  # the run that fills the cache (not timed)
 EDIT_STAGES = ("detect", "edit", "mask", "refine_warp", "refine_diffuse", "paste_back")
-
-
-def import_app(weights_dir: Path, temp_dir: Path) -> object:
-    """Import app.py as the Space does, pointed at ``weights_dir`` on the CPU, offline."""
-    os.environ.update(
-        {
-            "C2F_WEIGHTS_DIR": str(weights_dir),
-            "C2F_DEVICE": "cpu",
-            "C2F_ALLOW_DOWNLOAD": "0",
-            "HF_HUB_OFFLINE": "1",
-            "GRADIO_TEMP_DIR": str(temp_dir),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-        }
-    )
-    return importlib.import_module("app")
 
 
 def with_full_size_generator(remover: DoubleChinRemover) -> DoubleChinRemover:

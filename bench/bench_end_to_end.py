@@ -42,7 +42,7 @@ from pipeline.config import ALIGNED_SIZE
 from pipeline.faces.align import align_face, find_faces
 from pipeline.faces.decode import decode_upload
 from pipeline.refinement.diffuse import CPU_DIFFUSE
-from pipeline.remover import DoubleChinRemover, PreparedFace
+from pipeline.remover import STAGES, DoubleChinRemover, PreparedFace
 from pipeline.settings import RemovalSettings, default_settings
 
 TARGETS = {  # issue 8: CPU budget of the default path
@@ -52,19 +52,7 @@ TARGETS = {  # issue 8: CPU budget of the default path
 }
 RSS_TARGET_MB = 6 * 1024  # issue 8: peak RSS ≤ 6 GB
 SLIDER_STRENGTHS = (-2.0, -3.5, -5.0, -6.5, -8.0)  # timed slider positions, in turn
-STAGE_ORDER = (
-    "decode",
-    "detect",
-    "align",
-    "invert",
-    "reconstruct",
-    "parse",
-    "edit",
-    "mask",
-    "refine_warp",
-    "refine_diffuse",
-    "paste_back",
-)
+STAGE_ORDER = STAGES  # the remover's stage names, in pipeline order
 
 
 def load_remover(labels: str) -> tuple[DoubleChinRemover, SyntheticLabelParser | None]:

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import ctypes
 import gc
-import importlib
 import os
 import resource
 import socket
@@ -38,6 +37,7 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from bench.common import import_app
 from pipeline.config import EXAMPLES_DIR
 from pipeline.remover import DoubleChinRemover
 from pipeline.weights.stand_in import write_stand_in_weights
@@ -95,21 +95,6 @@ def make_photos(folder: Path, count: int) -> list[Path]:
         Image.fromarray(canvas).save(path)
         paths.append(path)
     return paths
-
-
-def import_app(weights_dir: Path, temp_dir: Path) -> object:
-    """Import app.py as the Space does, pointed at ``weights_dir`` on the CPU, offline."""
-    os.environ.update(
-        {
-            "C2F_WEIGHTS_DIR": str(weights_dir),
-            "C2F_DEVICE": "cpu",
-            "C2F_ALLOW_DOWNLOAD": "0",
-            "HF_HUB_OFFLINE": "1",
-            "GRADIO_TEMP_DIR": str(temp_dir),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-        }
-    )
-    return importlib.import_module("app")
 
 
 def run_users(url: str, photos: list[Path], users: int, rounds: int, downloads: Path) -> tuple[list[Outcome], float]:

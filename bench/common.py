@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import json
 import os
 import platform
@@ -214,3 +215,18 @@ def format_row(row: Row) -> str:
         f"{row.stage:<34} median {row.median_s:7.3f} s  (min {row.min_s:.3f}, max {row.max_s:.3f}, "
         f"IQR {row.iqr_s:.3f}; n={row.runs}){cpu}{rss}{target}{verdict}{'  ' + row.note if row.note else ''}"
     )
+
+
+def import_app(weights_dir: Path, temp_dir: Path) -> object:
+    """Import app.py as the Space does, pointed at ``weights_dir`` on the CPU, offline."""
+    os.environ.update(
+        {
+            "C2F_WEIGHTS_DIR": str(weights_dir),
+            "C2F_DEVICE": "cpu",
+            "C2F_ALLOW_DOWNLOAD": "0",
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_TEMP_DIR": str(temp_dir),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+    )
+    return importlib.import_module("app")

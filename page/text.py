@@ -15,6 +15,7 @@ STAND_IN_BANNER = (
     "the app download them) for real results."
 )
 STAGE_PROGRESS = {  # pipeline stage → (fraction done when it starts, label shown to the user)
+    "decode": (0.01, "Reading the photo"),
     "detect": (0.03, "Finding faces"),
     "align": (0.08, "Aligning the face"),
     "invert": (0.15, "Encoding the face into W+"),

@@ -76,6 +76,7 @@ STAGE_FILE_PATTERN = r"_face\d+_(?:" + "|".join(STAGE_NAMES) + r")\.png"
 OUTPUT_FILE_MODE = 0o644  # rw-r--r--, like a file written with the default umask (temporary files start at 0600)
 DEFAULT_VARIANT = {"fine": "all", "coarse": "psi_0.8"}  # fine/all: official commands; coarse: ours (ψ=0.8 SVM has
 # the higher logged validation accuracy, 88.9 % vs 86.7 %; METHOD.md §4)
+PLAIN_OPTIONS = ("method", "inversion", "boundary_variant", "mix_layers", "seed")  # option = RemovalSettings field
 LAYER_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 STAND_IN_WARNING = f"WARNING: {STAND_IN_NOTE} Download the real weights to remove double chins (see README)."
 
@@ -264,38 +265,28 @@ def settings_from_args(args: argparse.Namespace, device: torch.device) -> Remova
         UsageError: contradictory options (e.g. ``--refine-steps`` with ``--method warp``).
         ValueError: values :class:`RemovalSettings` rejects (e.g. ``--auto`` with the coarse boundary).
     """
+    if args.refine_steps is not None and args.method not in (None, "diffuse"):
+        raise UsageError("--refine-steps sets the diffuse refinement; it does nothing with --method warp")
+    if args.code is not None and (args.inversion is not None or args.inversion_steps is not None):
+        raise UsageError("--code replaces the inversion; leave out --inversion and --inversion-steps")
+    if args.inversion_steps is not None and args.inversion not in (None, "optimise"):
+        raise UsageError("--inversion-steps sets the W+ optimisation; it does nothing with --inversion encoder")
     changes: dict[str, object] = {}
     if args.auto:
         changes["auto_strength"] = True
     elif args.strength is not None:
         changes["strength"] = args.strength
-    if args.method is not None:
-        changes["method"] = args.method
-    if args.refine_steps is not None:
-        if args.method not in (None, "diffuse"):
-            raise UsageError("--refine-steps sets the diffuse refinement; it does nothing with --method warp")
+    if args.refine_steps is not None:  # implies the diffuse method
         changes.update(method="diffuse", refine_steps=args.refine_steps)
-    if args.code is not None and (args.inversion is not None or args.inversion_steps is not None):
-        raise UsageError("--code replaces the inversion; leave out --inversion and --inversion-steps")
-    if args.inversion is not None:
-        changes["inversion"] = args.inversion
-    if args.inversion_steps is not None:
-        if args.inversion not in (None, "optimise"):
-            raise UsageError("--inversion-steps sets the W+ optimisation; it does nothing with --inversion encoder")
+    if args.inversion_steps is not None:  # implies the optimised inversion
         changes.update(inversion="optimise", inversion_steps=args.inversion_steps)
     if args.boundary is not None:
-        changes["boundary"] = args.boundary
-        changes["boundary_variant"] = DEFAULT_VARIANT[args.boundary]
-    if args.boundary_variant is not None:
-        changes["boundary_variant"] = args.boundary_variant
-    if args.mix_layers is not None:
-        changes["mix_layers"] = args.mix_layers
+        changes.update(boundary=args.boundary, boundary_variant=DEFAULT_VARIANT[args.boundary])
     if args.face is not None:
         changes["face_index"] = args.face - 1
     if args.all_faces:
         changes["all_faces"] = True
-    if args.seed is not None:
-        changes["seed"] = args.seed
+    changes.update({name: getattr(args, name) for name in PLAIN_OPTIONS if getattr(args, name) is not None})
     return dataclasses.replace(default_settings(device), **changes)
 
 

@@ -67,6 +67,22 @@ logger = logging.getLogger(__name__)
 
 StageCallback = Callable[[str], None]  # told the name of each stage as it starts
 StopCheck = Callable[[], bool]
+# Every stage name ``on_stage`` is told and ``timings`` records, in pipeline order ("sweep" only for an animation).
+STAGES = (
+    "decode",
+    "detect",
+    "align",
+    "invert",
+    "optimise",
+    "reconstruct",
+    "parse",
+    "edit",
+    "mask",
+    "refine_warp",
+    "refine_diffuse",
+    "sweep",
+    "paste_back",
+)
 FACES_NOTE = "{count} faces were found; face {number} (numbered from the largest) was edited."
 
 

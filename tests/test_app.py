@@ -36,12 +36,6 @@ from tests.serving import (
     rgb,
 )
 
-# Gradio's queue uses pandas APIs that pandas 3 deprecates; not ours to fix.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
-
 EXAMPLE_CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
 PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default decompression-bomb threshold
 

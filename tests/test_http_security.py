@@ -29,11 +29,6 @@ from tests.serving import (
     upload,
 )
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
-
 MIB = 1024 * 1024
 TIMEOUT_S = 60.0
 

@@ -29,11 +29,7 @@ from pipeline.faces.decode import decode_upload
 from pipeline.remover import DoubleChinRemover
 from tests.serving import EXAMPLES, Served, launch, portrait, rgb
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
+pytestmark = pytest.mark.slow
 
 USERS = 16  # = the queue's max_size (app.QUEUE_MAX_SIZE): one runs, the rest wait; more would see "Queue is full"
 PHOTOS = 8  # distinct photos; user k sends photo k % PHOTOS

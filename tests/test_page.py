@@ -26,7 +26,7 @@ from PIL import Image
 
 from page.cache import LruCache
 from page.inputs import NO_PHOTO_MESSAGE, data_url_bytes
-from page.text import stage_reporter
+from page.text import STAGE_PROGRESS, stage_reporter
 from pipeline import (
     DecodedImage,
     DoubleChinRemover,
@@ -39,6 +39,7 @@ from pipeline import (
 )
 from pipeline.faces.align import align_face
 from pipeline.refinement.compositing import composite
+from pipeline.remover import STAGES
 
 CROP = 64  # side of the fake aligned crop
 MODEL_NOTE = "The face parser is unavailable (a note about the models, shown in the banner)."
@@ -236,7 +237,7 @@ def test_settings_the_pipeline_cannot_do_get_its_message(app: ModuleType, change
 
 def test_step_counts_are_capped_on_this_device(app: ModuleType) -> None:
     page, _ = handlers(app)
-    settings = page.settings_from(-5.0, False, "diffuse", "optimise", 1, None, 10_000, 10_000, 0)
+    settings = page.settings_from((-5.0, False, "diffuse", "optimise", 1, None, 10_000, 10_000, 0))
     assert (settings.inversion_steps, settings.refine_steps) == (page.inversion_step_cap, page.refine_step_cap)
     assert settings.face_index == 0 and settings.mix_layers is None
 
@@ -275,6 +276,10 @@ def test_stage_reporter_names_every_pipeline_stage() -> None:
     assert labels[-1] == "Something new"
     fractions = [fraction for fraction, _ in shown[:-1]]
     assert fractions == sorted(fractions)
+
+
+def test_every_pipeline_stage_has_a_progress_label() -> None:
+    assert set(STAGES) <= set(STAGE_PROGRESS), "a new stage needs its label in page/text.py"
 
 
 def test_lru_cache_keeps_the_most_recently_used_entries() -> None:

@@ -63,11 +63,6 @@ from tests.serving import (
     upload,
 )
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
-
 SECRET = "/srv/secret-dir/model.pt"  # planted in injected exceptions; must never reach a client
 SERVER_START_TIMEOUT_S = 180.0  # `python app.py`: imports, loads the stand-in models, builds the page
 SERVER_STOP_TIMEOUT_S = 30.0

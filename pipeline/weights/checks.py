@@ -28,10 +28,8 @@ from pipeline.weights.registry import (
     STAND_IN_MARKER,
     FileFormat,
     WeightSpec,
+    download_url,
     get_spec,
-    hub_download_url,
-    resolve_repo_id,
-    resolve_revision,
     resolve_weights_dir,
 )
 
@@ -300,7 +298,7 @@ def weights_status(
 
 def _missing_detail(spec: WeightSpec, directory: Path) -> str:
     where = f"not in {directory}" + (f" nor in the {spec.package} package" if spec.package else "")
-    url = hub_download_url(resolve_repo_id(spec), resolve_revision(spec), spec.filename)
+    url = download_url(spec)
     return f"{where}; download {url} into that folder"
 
 

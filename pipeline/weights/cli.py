@@ -14,13 +14,7 @@ from collections.abc import Callable
 from pipeline.errors import WeightsError
 from pipeline.weights.checks import WeightState, format_status, weights_status
 from pipeline.weights.download import resolve_weight
-from pipeline.weights.registry import (
-    REGISTRY,
-    hub_download_url,
-    resolve_repo_id,
-    resolve_revision,
-    resolve_weights_dir,
-)
+from pipeline.weights.registry import REGISTRY, download_url, resolve_weights_dir
 
 OK_STATES = frozenset({WeightState.VERIFIED, WeightState.PRESENT, WeightState.STAND_IN})  # usable (stand-ins to test)
 
@@ -42,10 +36,9 @@ def _registry_key(text: str) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     """Print every registry entry: file, Hub source, known size/sha256, licence, purpose."""
     for spec in REGISTRY.values():
-        repo_id, revision = resolve_repo_id(spec), resolve_revision(spec)
         _out(f"{spec.key}: {spec.filename}")
         _out(f"  purpose:  {spec.purpose}")
-        _out(f"  hub:      {hub_download_url(repo_id, revision, spec.filename)} ({spec.revision_note})")
+        _out(f"  hub:      {download_url(spec)} ({spec.revision_note})")
         _out(f"  override: {spec.repo_env}, {spec.revision_env}")
         _out(f"  size:     {spec.size if spec.size is not None else 'not registered (checked against the Hub)'}")
         _out(f"  sha256:   {spec.sha256 or 'not registered (checked against the Hub)'}")

@@ -182,3 +182,8 @@ def resolve_revision(spec: WeightSpec, revision: str | None = None) -> str:
 def hub_download_url(repo_id: str, revision: str, filename: str, endpoint: str | None = None) -> str:
     """The ``{endpoint}/{repo}/resolve/{revision}/{file}`` URL a browser or ``curl -L`` can fetch."""
     return f"{(endpoint or PUBLIC_HUB).rstrip('/')}/{repo_id}/resolve/{revision}/{filename}"
+
+
+def download_url(spec: WeightSpec) -> str:
+    """Where ``spec``'s file is on the Hub, after the ``C2F_*_REPO`` / ``C2F_*_REVISION`` overrides."""
+    return hub_download_url(resolve_repo_id(spec), resolve_revision(spec), spec.filename)
