@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "decode_upload": "pipeline.faces.decode",
     "Face": "pipeline.faces.align",
     "MAX_LATENT_FILE_BYTES": "pipeline.latent.editing",
+    "BOUNDARY_VARIANTS": "pipeline.latent.editing",
+    "ScoreChange": "pipeline.latent.editing",
     "load_latent_code": "pipeline.latent.editing",
     "mask_overlay": "pipeline.refinement.compositing",
     "REGISTRY": "pipeline.weights.registry",
@@ -61,6 +63,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BOUNDARY_VARIANTS",
     "CHECKPOINTS_DIR",
     "EXAMPLES_DIR",
     "MAX_LATENT_FILE_BYTES",
@@ -84,6 +87,7 @@ __all__ = [
     "PreparedFace",
     "RemovalResult",
     "RemovalSettings",
+    "ScoreChange",
     "WeightsError",
     "add_timings",
     "decode_upload",
@@ -110,7 +114,7 @@ if TYPE_CHECKING:
     )
     from pipeline.faces.align import Face
     from pipeline.faces.decode import DecodedImage, decode_upload
-    from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code
+    from pipeline.latent.editing import BOUNDARY_VARIANTS, MAX_LATENT_FILE_BYTES, ScoreChange, load_latent_code
     from pipeline.refinement.compositing import mask_overlay
     from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult, add_timings
     from pipeline.settings import MAX_STEPS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings

@@ -144,6 +144,9 @@ def inputs(**changes: object) -> list[object]:
         "refine_steps": 50,
         "seed": 0,
         "w_plus_code": None,
+        "all_faces": False,
+        "boundary": "fine/all",
+        "authors_codes": True,
     }
     values.update(changes)
     return [*values.values(), None]  # the progress tracker: none outside a Gradio event
@@ -157,7 +160,7 @@ def handlers(app: ModuleType, faces: list[Face] | None = None) -> tuple[object, 
 def test_a_new_strength_or_method_reuses_the_prepared_face_and_the_detection(app: ModuleType) -> None:
     page, remover = handlers(app)
     photo = canvas()
-    (before, after), stages, downloads, first, _ = page.remove_double_chin(photo, *inputs())
+    (before, after), stages, downloads, first, _, _ = page.remove_double_chin(photo, *inputs())
     assert first["inversion_cached"] is False
     for changes in ({"strength": -2.0}, {"method": "diffuse"}, {"mix_layers": [7, 8]}):
         summary = page.apply_if_photo(photo, *inputs(**changes))[3]
@@ -187,7 +190,7 @@ def test_what_changes_the_code_prepares_the_face_again(app: ModuleType, tmp_path
 
 def test_the_notes_under_the_result_leave_the_models_notes_to_the_banner(app: ModuleType) -> None:
     page, _ = handlers(app, [face_at(10, 20, 70), face_at(90, 30, 60)])
-    *_, summary, notes = page.remove_double_chin(canvas(), *inputs())
+    *_, summary, notes, _ = page.remove_double_chin(canvas(), *inputs())
     assert summary["notes"][0] == MODEL_NOTE and EDIT_NOTE in summary["notes"]
     assert MODEL_NOTE not in notes and EDIT_NOTE in notes
     assert "2 faces were found; face 1 (numbered from the largest) was edited." in notes
@@ -208,7 +211,8 @@ def test_the_strength_sweep_writes_an_animation_from_the_cached_face(app: Module
 def test_handlers_share_the_api_parameters(app: ModuleType) -> None:
     page, _ = handlers(app)
     names = list(inspect.signature(page.remove_double_chin).parameters)
-    assert names[:2] == ["photo", "strength"] and names[-2:] == ["w_plus_code", "progress"]
+    assert names[:2] == ["photo", "strength"] and names[-6:-4] == ["seed", "w_plus_code"]
+    assert names[-4:] == ["all_faces", "boundary", "authors_codes", "progress"]  # new inputs go last
     for handler in (page.apply_if_photo, page.strength_sweep):
         assert list(inspect.signature(handler).parameters) == names
 
