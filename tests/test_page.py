@@ -15,6 +15,7 @@ import pickle
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -35,8 +36,10 @@ from pipeline import (
     InputImageError,
     PreparedFace,
     RemovalSettings,
+    ScoreChange,
     decode_upload,
 )
+from pipeline.config import EXAMPLES_DIR
 from pipeline.faces.align import align_face
 from pipeline.refinement.compositing import composite
 from pipeline.remover import STAGES
@@ -94,7 +97,8 @@ class FakeRemover(DoubleChinRemover):
         edited = 255 - prepared.aligned.image
         refined = composite(prepared.aligned.image, edited, blend)
         code = prepared.w_plus + settings.strength
-        return FaceEdit(prepared, code, edited, region, blend, refined, code, None, [EDIT_NOTE], {"edit": 0.0})
+        score = ScoreChange(1.25, 1.25 + settings.strength, tuple(range(6)))
+        return FaceEdit(prepared, code, edited, region, blend, refined, code, None, [EDIT_NOTE], {"edit": 0.0}, score)
 
     def sweep(self, edit, settings, frames, *, on_stage=None) -> tuple[np.ndarray, ...]:
         self.calls["sweep"] += 1
@@ -302,3 +306,94 @@ def test_data_url_uploads_are_bounded_and_decoded() -> None:
         data_url_bytes("data:image/png,plain")
     with pytest.raises(InputImageError, match="could not be read"):
         data_url_bytes("data:image/png;base64,!!!")
+
+
+def test_every_face_edits_each_face_and_offers_each_code(app: ModuleType) -> None:
+    page, remover = handlers(app, [face_at(10, 20, 70), face_at(90, 30, 60)])
+    _, stages, downloads, summary, notes, score = page.remove_double_chin(canvas(), *inputs(all_faces=True))
+    assert summary["faces_edited"] == [0, 1] and remover.calls["prepare"] == 2
+    assert [Path(path).name for path in downloads] == [
+        "result.png",
+        "w_plus_face1.npy",
+        "w_plus_face2.npy",
+        "settings.json",
+    ]
+    assert len(stages) == 10 and stages[5][1].startswith("Face 2 · 1 ·")
+    assert app.FACE_CHOICE_HINT not in notes
+    assert "Double-chin score (face 1): 1.2 → −3.8" in score and "(face 2)" in score
+    with pytest.raises(gr.Error, match="describes one face"):
+        code = Path(downloads[1])
+        page.remove_double_chin(canvas(), *inputs(all_faces=True, w_plus_code=str(code)))
+
+
+def test_the_score_readout_explains_the_sign(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    *_, summary, _, score = page.remove_double_chin(canvas(), *inputs(strength=-5.0))
+    assert "**Double-chin score: 1.2 → −3.8** (layers 0–5)" in score
+    assert "positive = double-chin side, negative = no double chin" in score
+    assert summary["faces"]["0"]["double_chin_score"]["after"] == -3.75
+
+
+def test_an_example_photo_is_edited_from_the_authors_code_unless_switched_off(app: ModuleType) -> None:
+    example = decode_upload(EXAMPLES_DIR / "00016.png")
+    page, remover = handlers(app, [face_at(40, 20, 80)])
+    seen: list[np.ndarray | None] = []
+    prepare = remover.prepare
+
+    def recording(image, face, settings, *, w_plus=None, **kwargs):
+        seen.append(w_plus)
+        return prepare(image, face, settings, w_plus=w_plus, **kwargs)
+
+    remover.prepare = recording  # type: ignore[method-assign]
+    _, stages, _, summary, notes, _ = page.remove_double_chin(example, *inputs())
+    np.testing.assert_array_equal(seen[0], np.load(EXAMPLES_DIR / "codes" / "00016_wp.npy"))
+    assert summary["faces"]["0"]["inversion"] == app.AUTHORS_CODE_INVERSION
+    assert "authors' own W+ code" in notes and "(authors' code)" in stages[1][1]
+    *_, summary, notes, _ = page.remove_double_chin(example, *inputs(authors_codes=False))
+    assert seen[1] is None and summary["faces"]["0"]["inversion"] == "encoder" and "authors'" not in notes
+    *_, summary, _, _ = page.remove_double_chin(canvas(), *inputs())  # not an example: the encoder
+    assert seen[2] is None and summary["faces"]["0"]["inversion"] == "encoder"
+
+
+def test_a_failed_run_clears_every_output(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    cleared = page.failed()
+    assert len(cleared) == app.OUTPUT_COUNT == len(page.remove_double_chin(canvas(), *inputs()))
+    slider, stages, downloads, summary, notes, score = cleared
+    assert (slider, stages, downloads, summary, score) == (None, [], None, None, "")
+    assert "The last run failed" in notes
+
+
+def test_a_shared_page_is_emptied_once_its_files_expire(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    summary = page.remove_double_chin(canvas(), *inputs())[3]
+    expires = datetime.fromisoformat(summary["files_expire_at"])
+    assert timedelta(minutes=29) < expires - datetime.now(UTC) <= timedelta(seconds=app.DELETE_CACHE[1])
+    kept = page.expire_shared(summary)
+    assert len(kept) == app.OUTPUT_COUNT + 2 and all(isinstance(value, dict) for value in kept)  # gr.skip()
+    assert all(isinstance(value, dict) for value in page.expire_shared(None))
+    past = {**summary, "files_expire_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+    photo, preview, slider, stages, downloads, _, notes, score = page.expire_shared(past)
+    assert (photo, slider, stages, downloads, score) == (None, None, [], None, "")
+    assert preview["visible"] is False and "This shared link has expired" in notes
+
+
+def test_the_faces_preview_numbers_the_detected_faces(app: ModuleType) -> None:
+    page, remover = handlers(app, [face_at(10, 20, 70), face_at(90, 30, 60)])
+    photo = canvas()
+    shown = page.show_faces(photo)
+    assert shown["visible"] is True and shown["label"].startswith("2 faces found (1 = largest)")
+    assert shown["value"].shape == photo.image.shape  # small photos keep their size
+    assert not np.array_equal(shown["value"], photo.image)  # boxes drawn
+    page.remove_double_chin(photo, *inputs())
+    assert remover.calls["detect"] == 1  # the run reuses the preview's detection
+    assert page.show_faces(None)["visible"] is False
+
+
+def test_the_boundary_choice_reaches_the_settings(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    controls = (-5.0, False, "warp", "encoder", 1, [], 0, 0, 0)
+    settings = page.settings_from(controls, boundary="coarse/psi_0.8", all_faces=True)
+    assert (settings.boundary, settings.boundary_variant, settings.all_faces) == ("coarse", "psi_0.8", True)
+    with pytest.raises(gr.Error, match="automatic strength needs the fine/all"):
+        page.remove_double_chin(canvas(), *inputs(auto_strength=True, boundary="coarse/psi_0.5"))
