@@ -186,7 +186,7 @@ def queue_call(url: str, api_name: str, data: list[object], timeout: float = REQ
 
 def default_inputs(photo: object) -> list[object]:
     """The remove_double_chin inputs in order, with the CPU defaults."""
-    return [photo, -5.0, False, "warp", "encoder", 1, [], 0, 0, 0, None]
+    return [photo, -5.0, False, "warp", "encoder", 1, [], 0, 0, 0, None, False, "fine/all", True]
 
 
 def files_in(folder: Path) -> list[str]:

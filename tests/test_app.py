@@ -60,7 +60,7 @@ def remove(client: Client, photo: str | Path, **settings: object) -> tuple:
 
 
 def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> None:
-    (before, after), stages, downloads, summary, notes = remove(client, photo, strength=-5.0)
+    (before, after), stages, downloads, summary, notes, score = remove(client, photo, strength=-5.0)
     original, result = rgb(before), rgb(after)
     expected = rgb(photo)
     assert original.shape == result.shape == expected.shape == (TEST_PHOTO_SIZE[1], TEST_PHOTO_SIZE[0], 3)
@@ -94,6 +94,10 @@ def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> No
     assert STAND_IN_NOTE not in notes, (
         "the banner shows the models' notes; the notes under the result do not repeat it"
     )
+    written = summary["faces"]["0"]["double_chin_score"]  # the score, in the API result and settings.json
+    assert written["after"] == pytest.approx(written["before"] - 5.0, abs=1e-3) and written["boundary"] == "fine/all"
+    assert score.startswith("**Double-chin score: ") and "positive = double-chin side" in score
+    assert "stand-in weights the code is random" in score
 
 
 def test_another_strength_or_method_reuses_the_cached_inversion(
@@ -229,8 +233,9 @@ def test_public_service_settings_are_in_force(served: Served) -> None:
     assert endpoints["strength_sweep"]["api_visibility"] == "public"
     private = [dep for dep in config["dependencies"] if dep.get("api_visibility") == "private" and dep["targets"]]
     assert {target[1] for dep in private for target in dep["targets"]} >= {"release", "input"}
-    model_jobs = [fn for fn in served.demo.fns.values() if fn.api_name != "load_example"]
-    assert len(model_jobs) == 5  # run, three re-apply events, sweep
+    model_names = {"remove_double_chin", "apply_if_photo", "strength_sweep"}
+    model_jobs = [fn for fn in served.demo.fns.values() if getattr(fn.fn, "__name__", None) in model_names]
+    assert len(model_jobs) == 7  # run, five re-apply events (strength, method, auto, boundary, every face), sweep
     assert all(fn.concurrency_id == "model" and fn.concurrency_limit == 1 for fn in model_jobs)
 
 
@@ -253,15 +258,22 @@ def test_examples_are_cached_lazily_only_with_real_weights(
     assert served.calls["invert_with_encoder"] == encoder_runs, "stand-in results are never cached"
 
     real = DoubleChinRemover(dataclasses.replace(app.LOADED.models, stand_in=False, notes=()))  # pretends to be real
+    prepared: list[object] = []
+    monkeypatch.setattr(
+        real, "prepare", lambda *args, **kwargs: prepared.append(1) or DoubleChinRemover.prepare(real, *args, **kwargs)
+    )
     demo = app.build_demo(real)
     url = launch(app, demo)
     try:
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
         first = client.predict(0, api_name="/load_example")
-        assert served.calls["invert_with_encoder"] == encoder_runs + 1  # first use: computed and cached
+        assert len(prepared) == 1  # first use: computed and cached
         second = client.predict(0, api_name="/load_example")
-        assert served.calls["invert_with_encoder"] == encoder_runs + 1  # then served from the cache
+        assert len(prepared) == 1  # then served from the cache
         assert second[3] == first[3] and "warning" not in first[3]
+        # The examples start from the authors' own W+ codes, not the encoder.
+        assert first[3]["faces"]["0"]["inversion"] == app.AUTHORS_CODE_INVERSION
+        assert served.calls["invert_with_encoder"] == encoder_runs
         assert any(cache_dir.iterdir())
     finally:
         demo.close()

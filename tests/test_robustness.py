@@ -369,7 +369,7 @@ def test_tiny_face_in_a_large_photo_gets_its_message(client: Client, good_photo:
 
 def output_files(result: tuple) -> list[Path]:
     """Every file a removal returns: before/after, the stage previews and the downloads."""
-    (before, after), stages, downloads, _, _ = result
+    (before, after), stages, downloads, *_ = result
     return [Path(before), Path(after), *(Path(item["image"]) for item in stages), *(Path(p) for p in downloads)]
 
 
