@@ -59,6 +59,7 @@ from page.text import (
     STALE_NOTES,
     STAND_IN_BANNER,
     credits_markdown,
+    expired_link_js,
     expired_markdown,
     header_markdown,
     notes_markdown,
@@ -460,23 +461,6 @@ class RemovalApp:
         """After a failed run or re-apply: nothing of an earlier result stays on the page as if it were current."""
         return self.cleared(STALE_NOTES)
 
-    def expire_shared(self, summary: dict[str, Any] | None) -> tuple[Any, ...]:
-        """On page load: a shared page whose files are deleted is emptied, with a note that the link has expired.
-
-        A share link restores the page's outputs, which point at result files that live about
-        ``DELETE_CACHE[1]`` seconds (the summary's ``files_expire_at``); after that the link must not show broken
-        images and downloads as if they were there.
-        """
-        keep = tuple(gr.skip() for _ in range(OUTPUT_COUNT + 2))
-        expires = summary.get("files_expire_at") if isinstance(summary, dict) else None
-        try:
-            expired = isinstance(expires, str) and datetime.now(UTC) >= datetime.fromisoformat(expires)
-        except ValueError:
-            expired = True  # not a time this app wrote: treat the page as stale
-        if not expired:
-            return keep
-        return None, gr.update(value=None, visible=False), *self.cleared(expired_markdown(DELETE_CACHE[1]))
-
     def show_faces(self, photo: DecodedImage | None) -> dict[str, Any]:
         """The detected faces as numbered boxes over the photo; hidden without a photo, a face or the models."""
         hidden = gr.update(value=None, visible=False)
@@ -524,9 +508,13 @@ class RemovalApp:
 
     @same_parameters_as(remove_double_chin)
     def apply_if_photo(self, photo: DecodedImage | None, *values: Any) -> tuple[Any, ...]:
-        """A control changed: apply it if there is a photo (with the cached inversion), else change nothing."""
+        """A control changed: apply it if there is a photo (with the cached inversion), else clear the outputs.
+
+        Values, not ``gr.skip()``: after a property update Gradio keeps a copy of the component under a new id for
+        the session, and a share link then restores later results into a component the page does not have.
+        """
         if photo is None:
-            return tuple(gr.skip() for _ in range(OUTPUT_COUNT))
+            return self.cleared("")
         return self.remove_double_chin(photo, *values)
 
     @same_parameters_as(remove_double_chin)
@@ -597,10 +585,11 @@ def build_demo(loaded: DoubleChinRemover | WeightsError) -> gr.Blocks:
         controls.photo.change(
             app.show_faces, controls.photo, face_preview, api_visibility="private", show_progress="hidden"
         )
-        demo.load(
-            app.expire_shared, views.summary, [controls.photo, face_preview, *views.results()],
-            api_visibility="private", show_progress="hidden",
-        )  # fmt: skip
+        # A share link restores the outputs, whose files live about DELETE_CACHE[1] s (the summary's
+        # files_expire_at): past that, the page opens empty with a note instead of broken images and downloads.
+        # In the browser (no server round trip), so a restored page keeps its components as they were.
+        restored = [controls.photo, face_preview, *views.results()]
+        demo.load(None, restored, restored, js=expired_link_js(expired_markdown(DELETE_CACHE[1])))
     return demo
 
 

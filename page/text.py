@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable
 
 import gradio as gr
@@ -199,3 +200,20 @@ def layer_list(layers: tuple[int, ...]) -> str:
 def notes_markdown(notes: list[str]) -> str:
     """Notes as a Markdown list (empty string when there are none)."""
     return "\n".join(["**Notes**", *(f"- {html.escape(note, quote=False)}" for note in notes)]) if notes else ""
+
+
+def expired_link_js(expired_notes: str) -> str:
+    """The page-load function that empties a shared page whose files have expired (runs in the browser).
+
+    It takes and returns the values of (photo, faces preview, before/after, stages, downloads, summary, notes,
+    score): unchanged while ``summary["files_expire_at"]`` lies ahead (or there is no summary), else all empty with
+    ``expired_notes`` in the Notes.
+    """
+    return f"""
+(...values) => {{
+  const summary = values[5];
+  const expires = summary && typeof summary === "object" ? Date.parse(summary.files_expire_at) : NaN;
+  if (!(Date.now() >= expires)) return values;
+  return [null, null, null, [], null, null, {json.dumps(expired_notes)}, ""];
+}}
+"""
