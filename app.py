@@ -131,6 +131,8 @@ CSS = """
 .c2f-notes {font-size: 0.92em}
 #c2f-score {font-size: 0.95em}
 #c2f-share-note {font-size: 0.9em}
+#c2f-share-row {align-items: center}
+@media (max-width: 640px) {#c2f-share-row {flex-direction: column; align-items: stretch}}
 #c2f-stages .caption-label {white-space: normal; max-width: 100%; font-size: 0.8em; line-height: 1.2}
 """
 # Enter in the strength slider's number box applies the typed value: the slider applies it when the box loses focus

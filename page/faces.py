@@ -13,8 +13,8 @@ from pipeline import Face
 PREVIEW_SIDE = 640  # longest side of the preview in pixels (ours: sharp enough at the page's ~300 px display)
 BOX_COLOUR = (255, 64, 160)  # the theme's pink, visible on skin and on most backgrounds
 LABEL_TEXT = (255, 255, 255)
-BOX_WIDTH_FRACTION = 0.006  # box line width, × the preview's longest side (≥ 2 px)
-LABEL_FRACTION = 0.05  # label font size, × the preview's longest side (≥ 14 px)
+BOX_WIDTH_FRACTION = 0.01  # box line width, × the preview's longest side (≥ 2 px)
+LABEL_FRACTION = 0.09  # label font size, × the preview's longest side (≥ 14 px)
 
 
 def faces_overview(image: np.ndarray, faces: list[Face]) -> np.ndarray:

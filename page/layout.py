@@ -84,17 +84,23 @@ def build_controls(
         info="More negative removes more; 0 leaves the face unchanged. Applied when you let go (or press Enter).",
         elem_id="c2f-strength",
     )
-    with gr.Row(equal_height=True):
-        auto_strength = SettingCheckbox(
-            value=defaults.auto_strength,
-            label="Automatic strength",
-            info="Per-layer steps from the boundary's scores replace the slider.",
-            scale=1,
-        )
+    auto_strength = SettingCheckbox(
+        value=defaults.auto_strength,
+        label="Automatic strength",
+        info="Per-layer steps from the boundary's scores replace the slider.",
+    )
+    with gr.Row(equal_height=True, elem_id="c2f-face-row"):
         face_number = SettingNumber(
-            1, label="Face (1 = largest)", precision=0, minimum=1, maximum=MAX_FACE_NUMBER, scale=0, min_width=150
+            1, label="Face (1 = largest)", precision=0, minimum=1, maximum=MAX_FACE_NUMBER, scale=1, min_width=140
         )
-        all_faces = SettingCheckbox(value=False, label="Every face", scale=0, min_width=120, elem_id="c2f-all-faces")
+        all_faces = SettingCheckbox(
+            value=False,
+            label="Every face",
+            info="Edit all faces found, like the CLI's --all-faces.",
+            scale=1,
+            min_width=140,
+            elem_id="c2f-all-faces",
+        )
     face_preview = gr.Image(
         label="Faces found", type="numpy", interactive=False, visible=False, height=240, elem_id="c2f-faces"
     )
@@ -154,7 +160,7 @@ def build_advanced_controls(
     )
     seed = SettingNumber(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
     w_plus_code = gr.File(
-        label="W+ code (.npy, optional: skips the inversion)", file_types=[".npy"], height=140, elem_id="c2f-code"
+        label="W+ code (.npy, optional: skips the inversion)", file_types=[".npy"], elem_id="c2f-code"
     )
     return mix_layers, inversion_steps, refine_steps, seed, w_plus_code
 
@@ -212,7 +218,7 @@ class Views:
         """
         self.slider.render()
         self.score.render()
-        with gr.Row(equal_height=True, elem_id="c2f-share-row"):
+        with gr.Row(equal_height=False, elem_id="c2f-share-row"):
             gr.DeepLinkButton("Copy a share link", "Link copied", size="md", scale=0, min_width=190)
             gr.Markdown(share_markdown(files_kept_s), elem_id="c2f-share-note")
         self.notes.render()

@@ -207,13 +207,15 @@ def expired_link_js(expired_notes: str) -> str:
 
     It takes and returns the values of (photo, faces preview, before/after, stages, downloads, summary, notes,
     score): unchanged while ``summary["files_expire_at"]`` lies ahead (or there is no summary), else all empty with
-    ``expired_notes`` in the Notes.
+    ``expired_notes`` in the Notes. A restored summary can arrive as text (Gradio 6.31 writes a gr.JSON value into
+    the link's state as ``str(JsonData)``, a Python repr), so the time is read from the value's text.
     """
     return f"""
 (...values) => {{
   const summary = values[5];
-  const expires = summary && typeof summary === "object" ? Date.parse(summary.files_expire_at) : NaN;
-  if (!(Date.now() >= expires)) return values;
+  const text = typeof summary === "string" ? summary : JSON.stringify(summary ?? null);
+  const found = /files_expire_at['"]\\s*:\\s*['"]([^'"]+)['"]/.exec(text);
+  if (!found || !(Date.now() >= Date.parse(found[1]))) return values;
   return [null, null, null, [], null, null, {json.dumps(expired_notes)}, ""];
 }}
 """

@@ -178,7 +178,7 @@ def test_an_example_runs_from_the_authors_code_and_the_page_is_screenshotted(pag
     page.get_by_role("tab", name="Stages").click()  # type: ignore[attr-defined]
     playwright_api.expect(page.locator("#c2f-stages .caption-label")).to_have_count(5)  # type: ignore[attr-defined]
     assert not_clipped(page, "#c2f-stages .caption-label"), "stage captions are shown whole"
-    page.get_by_text("Advanced").click()  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Advanced").click()  # type: ignore[attr-defined]
     playwright_api.expect(page.locator("#c2f-boundary")).to_contain_text("Coarse (W, one for all layers)")  # type: ignore[attr-defined]
     code_box = page.locator("#c2f-code").bounding_box()  # type: ignore[attr-defined]
     prompt = page.locator("#c2f-code").get_by_text("Click to Upload").bounding_box()  # type: ignore[attr-defined]
