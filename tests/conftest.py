@@ -76,6 +76,20 @@ def stand_in_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def synthetic_label_remover(stand_in_weights_dir: Path) -> object:
+    """The stand-in remover whose face parser draws plausible labels, so the end-to-end tests run the jaw warp.
+
+    A :class:`tests.serving.SyntheticLabelRemover` (the benchmark's synthetic-label parser, ``bench/full_size.py``).
+    """
+    from pipeline.remover import DoubleChinRemover
+    from tests.serving import SyntheticLabelRemover
+
+    return SyntheticLabelRemover(
+        DoubleChinRemover.from_pretrained(stand_in_weights_dir, device="cpu", allow_download=False)
+    )
+
+
 # -- the app, served in this process (one server per test module) --------------------------------------------------
 
 

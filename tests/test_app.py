@@ -29,7 +29,9 @@ from pipeline.weights.stand_in import STAND_IN_NOTE
 from tests.serving import (
     EXAMPLE,
     TEST_PHOTO_SIZE,
+    WARP_SKIPPED,
     Served,
+    default_inputs,
     launch,
     make_landscape,
     make_test_photo,
@@ -332,3 +334,15 @@ def test_gpu_function_takes_and_returns_picklable_cpu_values(app_module: ModuleT
     np.testing.assert_array_equal(copy.edit.refined, result.edit.refined)
     np.testing.assert_array_equal(copy.prepared.w_plus, result.prepared.w_plus)
     assert len(copy.sweep) == 2 and copy.sweep[0].shape == (1024, 1024, 3)
+
+
+def test_the_page_runs_the_jaw_warp_with_synthetic_labels(
+    app_module: ModuleType, synthetic_label_remover: DoubleChinRemover, photo: Path
+) -> None:
+    page = app_module.RemovalApp(synthetic_label_remover)
+    decoded = decode_upload(photo)
+    (before, after), _, _, summary, notes, score = page.remove_double_chin(decoded, *default_inputs(None)[1:])
+    assert WARP_SKIPPED not in notes and not any(note.startswith(WARP_SKIPPED) for note in summary["notes"])
+    assert "refine_warp" in summary["timings_s"] and "Double-chin score" in score
+    changed = np.any(rgb(after) != rgb(before), axis=2)
+    assert changed.any() and not changed[: changed.shape[0] // 4].any()

@@ -31,6 +31,7 @@ from pipeline.config import EXAMPLES_DIR, REPO_ROOT
 from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import MIX_LAYERS_WARP
+from tests.serving import WARP_SKIPPED
 
 PHOTO = EXAMPLES_DIR / "00016.png"
 CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
@@ -383,3 +384,18 @@ def test_interrupt_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert main([str(PHOTO), "-o", str(tmp_path), "--quiet"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_runs_the_jaw_warp_with_synthetic_labels(
+    synthetic_label_remover: DoubleChinRemover, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        DoubleChinRemover, "from_pretrained", classmethod(lambda cls, *a, **k: synthetic_label_remover)
+    )
+    outdir = tmp_path / "out"
+    assert main([str(PHOTO), "-o", str(outdir), "--method", "warp", "--quiet"]) == 0
+    summary = read_summary(outdir, "00016")
+    assert not any(note.startswith(WARP_SKIPPED) for note in summary["notes"]), summary["notes"]
+    assert "refine_warp" in summary["timings_s"]
+    with Image.open(PHOTO) as source, Image.open(outdir / "00016_no_double_chin.png") as result:
+        assert np.any(np.asarray(result) != np.asarray(source.convert("RGB")))

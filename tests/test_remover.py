@@ -16,13 +16,14 @@ from pipeline.errors import PipelineError
 from pipeline.faces.align import Face
 from pipeline.latent.editing import edit_latent, edit_latent_auto, load_boundary
 from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance
-from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
 from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.refinement.neck_mask import landmark_neck_mask
 from pipeline.remover import STAGES, DoubleChinRemover, RemovalResult, cached_target_distance, diffuse_features
 from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
 from pipeline.weights.registry import REGISTRY
 from pipeline.weights.stand_in import MARKER_FILENAME, STAND_IN_NOTE, random_vgg16_features
+from tests.serving import WARP_SKIPPED
 
 PHOTO_SIZE = (900, 760)  # (width, height) of the test photo: not square, not 1024, face off-centre
 CROP = 1024
@@ -337,3 +338,15 @@ def test_a_coarse_edit_is_scored_on_the_fine_boundary(remover: DoubleChinRemover
     edited = edit_latent(code, remover.boundary("coarse", "psi_0.8"), strength=-5.0, mix_layers=MIX_LAYERS_WARP)
     score = remover.score(code, edited, settings)
     assert score.after < score.before  # the coarse edit also moves away from the double-chin side, less directly
+
+
+def test_the_jaw_warp_really_runs_end_to_end_with_synthetic_labels(synthetic_label_remover: DoubleChinRemover) -> None:
+    photo = one_face_photo()
+    result = synthetic_label_remover(photo, RemovalSettings(method="warp"))
+    edit = result.edits[0]
+    assert not any(note.startswith(WARP_SKIPPED) for note in result.notes), result.notes
+    assert edit.neck_mask.any()
+    unwarped = composite(edit.prepared.aligned.image, edit.edited, edit.blend_mask)
+    assert np.any(edit.refined != unwarped), "the warp moved the edited jaw before blending"
+    changed = np.any(result.image != photo, axis=2)
+    assert changed.any() and not changed[: photo.shape[0] // 4].any()  # only the neck region, never the top
