@@ -346,3 +346,15 @@ def test_the_page_runs_the_jaw_warp_with_synthetic_labels(
     assert "refine_warp" in summary["timings_s"] and "Double-chin score" in score
     changed = np.any(rgb(after) != rgb(before), axis=2)
     assert changed.any() and not changed[: changed.shape[0] // 4].any()
+
+
+def test_the_readme_client_snippet_runs_verbatim(
+    served: Served, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- api-start -->")[1].split("<!-- api-end -->")[0]
+    code = section.split("```python\n")[1].split("```")[0]
+    code = code.replace('"http://127.0.0.1:7860"', repr(served.url)).replace('"portrait.jpg"', repr(str(photo)))
+    exec(compile(code, "README.md", "exec"), {})  # our own README's example
+    printed = capsys.readouterr().out
+    assert "result.png" in printed and "'before':" in printed and "'after':" in printed
