@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import os
 import pickle
 import sys
 from collections import Counter
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from page.cache import LruCache
+from page.files import DEEP_LINKS_SUBDIR, ResultFolders, wipe_temp_dir
 from page.inputs import NO_PHOTO_MESSAGE, data_url_bytes
 from page.text import STAGE_PROGRESS, expired_link_js, stage_reporter
 from pipeline import (
@@ -392,3 +394,18 @@ def test_the_boundary_choice_reaches_the_settings(app: ModuleType) -> None:
     assert (settings.boundary, settings.boundary_variant, settings.all_faces) == ("coarse", "psi_0.8", True)
     with pytest.raises(gr.Error, match="automatic strength needs the fine/all"):
         page.remove_double_chin(canvas(), *inputs(auto_strength=True, boundary="coarse/psi_0.5"))
+
+
+def test_share_links_are_swept_with_the_results_and_wiped_at_start(gradio_temp_dir: Path) -> None:
+    folders = ResultFolders(max_age_s=60, interval_s=600)
+    link = gradio_temp_dir / DEEP_LINKS_SUBDIR / "AbC123" / "state.json"
+    fresh = gradio_temp_dir / DEEP_LINKS_SUBDIR / "fresh" / "state.json"
+    for path in (link, fresh):
+        path.parent.mkdir(parents=True)
+        path.write_text("[]", encoding="utf-8")
+    old = folders.new()  # a result folder
+    for path in (link.parent, old):
+        os.utime(path, (1, 1))  # long ago
+    assert folders.sweep() == 2
+    assert not link.parent.exists() and not old.exists() and fresh.exists()
+    assert wipe_temp_dir(gradio_temp_dir) >= 1 and not (gradio_temp_dir / DEEP_LINKS_SUBDIR).exists()
