@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -45,6 +44,7 @@ import torch
 
 from page.cache import LruCache, pixel_hash
 from page.errors import storage_errors, user_facing_errors
+from page.examples import AUTHORS_CODE_INVERSION, ExampleCodes, example_photos
 from page.faces import faces_label, faces_overview
 from page.files import ResultFolders, wipe_temp_dir, write_result, write_sweep
 from page.inputs import (
@@ -53,7 +53,7 @@ from page.inputs import (
     SafeImage,
     read_user_code,
 )
-from page.layout import Controls, Views, build_controls
+from page.layout import ENTER_APPLIES_JS, Controls, Views, build_controls
 from page.text import (
     AUTHORS_CODE_NOTE,
     STALE_NOTES,
@@ -70,7 +70,6 @@ from page.text import (
 )
 from pipeline import (
     CHECKPOINTS_DIR,
-    EXAMPLES_DIR,
     MAX_STEPS,
     NUM_WS,
     STAND_IN_NOTE,
@@ -84,9 +83,7 @@ from pipeline import (
     RemovalSettings,
     WeightsError,
     add_timings,
-    decode_upload,
     default_settings,
-    load_latent_code,
     resolve_weights_dir,
     select_device,
 )
@@ -113,8 +110,6 @@ STEP_CAPS = {"cuda": (500, 300), "cpu": (100, 100)}
 SWEEP_FRAMES = 6  # frames of the strength-sweep animation, strength 0 … chosen strength
 OUTPUT_COUNT = 6  # slider, stages, downloads, summary, notes, score
 FACE_CHOICE_HINT = "Choose another face with “Face”, or tick “Every face”."
-AUTHORS_CODE_INVERSION = "authors' code"  # PreparedFace.inversion of an example edited from examples/codes/
-EXAMPLE_CODES_DIR = EXAMPLES_DIR / "codes"  # <photo stem>_wp.npy: the authors' W+ code of each example photo
 FACE_PREVIEW_WAIT_S = 5.0  # the face preview waits this long for a running job, then stays hidden (ours)
 # ZeroGPU time budget of one GPU call, in seconds: a base for model transfer, alignment, encoder, parsing and the
 # warp, plus per-step costs of the optimisation loops. Estimates for a ZeroGPU slice (not measured here: no GPU).
@@ -134,19 +129,6 @@ CSS = """
 #c2f-share-row {align-items: center}
 @media (max-width: 640px) {#c2f-share-row {flex-direction: column; align-items: stretch}}
 #c2f-stages .caption-label {white-space: normal; max-width: 100%; font-size: 0.8em; line-height: 1.2}
-"""
-# Enter in the strength slider's number box applies the typed value: the slider applies it when the box loses focus
-# (Gradio's Slider dispatches "release" on blur and has no submit event), so Enter blurs the box.
-ENTER_APPLIES_JS = """
-() => {
-  document.addEventListener("keydown", (event) => {
-    const box = event.target;
-    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
-        && box.closest("#c2f-strength")) {
-      box.blur();
-    }
-  });
-}
 """
 
 QUEUE_OPTIONS: dict[str, Any] = {
@@ -293,7 +275,7 @@ class RemovalApp:
         # dlib's detector and the models are not meant to be used by two threads at once.
         self.model_lock = threading.Lock()
         self.run_on_gpu = spaces.GPU(duration=gpu_seconds)(self.gpu_work)
-        self._example_codes: dict[str, Path] | None = None  # pixel hash of an example photo → its code file
+        self.example_codes = ExampleCodes()
 
     @property
     def stand_in(self) -> bool:
@@ -357,18 +339,6 @@ class RemovalApp:
             sweep = remover.sweep(edit, job.settings, job.sweep_frames, on_stage=on_stage) if job.sweep_frames else ()
             return GpuResult(prepared, edit, sweep)
 
-    def example_code(self, photo_key: str) -> np.ndarray | None:
-        """The authors' W+ code when the photo is one of the example photos, pixel for pixel; else None."""
-        if self._example_codes is None:
-            codes = {}
-            for path in sorted(EXAMPLES_DIR.glob("*.png")):
-                code = EXAMPLE_CODES_DIR / f"{path.stem}_wp.npy"
-                if code.is_file():
-                    codes[pixel_hash(decode_upload(path).image)] = code
-            self._example_codes = codes
-        path = self._example_codes.get(photo_key)
-        return None if path is None else load_latent_code(path)
-
     def detected_faces(self, remover: DoubleChinRemover, image: np.ndarray, photo_key: str) -> list[Face]:
         """``detect``, cached per photo (call with ``model_lock`` held)."""
         faces = self.face_cache.get(photo_key)
@@ -404,7 +374,8 @@ class RemovalApp:
             if user_code is not None and len(indices) != 1:
                 raise PipelineError("A W+ code describes one face; untick “Every face” to use the uploaded code.")
             timings = {"detect": time.perf_counter() - start}
-            authors = self.example_code(photo_key) if authors_codes and user_code is None and 0 in indices else None
+            use_authors = authors_codes and user_code is None and 0 in indices
+            authors = self.example_codes.code_for(photo_key) if use_authors else None
             results: dict[int, GpuResult] = {}
             all_cached = True
             for order, index in enumerate(indices):
@@ -602,7 +573,7 @@ def add_examples(app: RemovalApp, photo: SafeImage, outputs: list[gr.components.
     """
     cache = app.remover is not None and not app.stand_in
     gr.Examples(
-        [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.png"))],
+        [[str(path)] for path in example_photos()],
         inputs=[photo],
         outputs=outputs if cache else None,
         fn=app.example if cache else None,

@@ -17,6 +17,20 @@ STEP_INCREMENT = 10
 BOUNDARY_NAMES = {"fine": "Fine (W+, one per layer)", "coarse": "Coarse (W, one for all layers)"}
 VARIANT_NAMES = {"all": "all data", "psi_0.5": "ψ 0.5", "psi_0.8": "ψ 0.8"}  # training data truncation (METHOD §4)
 
+# Enter in the strength slider's number box applies the typed value: the slider applies it when the box loses focus
+# (Gradio's Slider dispatches "release" on blur and has no submit event), so Enter blurs the box.
+ENTER_APPLIES_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+        && box.closest("#c2f-strength")) {
+      box.blur();
+    }
+  });
+}
+"""
+
 
 def boundary_choices() -> list[tuple[str, str]]:
     """(label, value) of every boundary the authors ship; the value is ``"kind/variant"``."""
