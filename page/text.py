@@ -77,8 +77,8 @@ An independent implementation of [*Coarse-to-Fine: Facial Structure Editing of P
 Classifications*]({PAPER_URL}) by Yiqian Wu, Yong-Liang Yang, Qinjie Xiao and Xiaogang Jin (ACM TOG 40(4),
 SIGGRAPH 2021; [official code]({CODE_URL})).
 **Terms:** non-commercial research and personal use only — the StyleGAN2, face-parsing and landmark weights and the
-example photos carry non-commercial licences (details at the bottom). Photos are processed in memory; result files
-are deleted within about {files_kept_s // 60} minutes.
+example photos carry non-commercial licences (details at the bottom). Photos are processed in memory; uploads,
+result files and share links are deleted within about {files_kept_s // 60} minutes.
 """
 
 

@@ -239,6 +239,11 @@ def test_public_service_settings_are_in_force(served: Served) -> None:
     model_jobs = [fn for fn in served.demo.fns.values() if getattr(fn.fn, "__name__", None) in model_names]
     assert len(model_jobs) == 7  # run, five re-apply events (strength, method, auto, boundary, every face), sweep
     assert all(fn.concurrency_id == "model" and fn.concurrency_limit == 1 for fn in model_jobs)
+    slider = next(
+        block["id"] for block in config["components"] if block.get("props", {}).get("elem_id") == "c2f-slider"
+    )
+    run = endpoints["remove_double_chin"]
+    assert run["show_progress_on"] == [slider]  # one progress bar, over the result, not over every output
 
 
 def test_page_shows_the_stand_in_warning_and_credits(served: Served) -> None:

@@ -29,7 +29,7 @@ from PIL import Image
 from page.cache import LruCache
 from page.files import DEEP_LINKS_SUBDIR, ResultFolders, wipe_temp_dir
 from page.inputs import NO_PHOTO_MESSAGE, data_url_bytes
-from page.text import STAGE_PROGRESS, expired_link_js, stage_reporter
+from page.text import STAGE_PROGRESS, expired_link_js, score_markdown, stage_reporter
 from pipeline import (
     DecodedImage,
     DoubleChinRemover,
@@ -409,3 +409,13 @@ def test_share_links_are_swept_with_the_results_and_wiped_at_start(gradio_temp_d
     assert folders.sweep() == 2
     assert not link.parent.exists() and not old.exists() and fresh.exists()
     assert wipe_temp_dir(gradio_temp_dir) >= 1 and not (gradio_temp_dir / DEEP_LINKS_SUBDIR).exists()
+
+
+def test_the_score_readout_names_the_automatic_strength_target_and_other_layers() -> None:
+    auto = ScoreChange(2.0, -1.6, (0, 1, 2, 3, 4, 5), target=-1.6)
+    text = score_markdown({0: auto}, stand_in=False)
+    assert "**Double-chin score: 2.0 → −1.6** (layers 0–5; the automatic strength aimed for −1.6)" in text
+    assert "stand-in" not in text
+    scattered = score_markdown({0: ScoreChange(1.0, -4.0, (0, 2, 5))}, stand_in=True)
+    assert "(layers 0, 2, 5)" in scattered and "the score means nothing here" in scattered
+    assert score_markdown({}, stand_in=False) == ""
