@@ -81,6 +81,7 @@ from pipeline import (
     PipelineError,
     PreparedFace,
     RemovalSettings,
+    StartupCheck,
     WeightsError,
     add_timings,
     default_settings,
@@ -533,7 +534,20 @@ def status_banner(app: RemovalApp) -> None:
         gr.Markdown("\n".join(f"⚠️ {note}" for note in notes), elem_classes=["c2f-banner", "c2f-warning"])
 
 
-def build_demo(loaded: DoubleChinRemover | WeightsError) -> gr.Blocks:
+def startup_check_banner(demo: gr.Blocks, check: StartupCheck | None) -> None:
+    """A warning shown on page load once the start-up known-answer check (a background thread) has failed."""
+    if check is None or not check.active:  # no models, or stand-ins (the stand-in banner already says why)
+        return
+    banner = gr.Markdown(visible=False, elem_classes=["c2f-banner", "c2f-warning"])
+
+    def show() -> gr.Markdown:
+        text = check.warning()
+        return gr.Markdown(f"⚠️ {text}" if text else "", visible=bool(text))
+
+    demo.load(show, None, banner, api_visibility="private", queue=False)
+
+
+def build_demo(loaded: DoubleChinRemover | WeightsError, startup_check: StartupCheck | None = None) -> gr.Blocks:
     """The page over a loaded remover, or over the weights error that stopped it from loading.
 
     Launch it with ``demo.queue(**QUEUE_OPTIONS).launch(**launch_options())``.
@@ -542,6 +556,7 @@ def build_demo(loaded: DoubleChinRemover | WeightsError) -> gr.Blocks:
     with gr.Blocks(title="Double-chin removal", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(header_markdown(app.device.type == "cuda", DELETE_CACHE[1]))
         status_banner(app)
+        startup_check_banner(demo, startup_check)
         views = Views.create()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -614,7 +629,9 @@ def wire_events(
 if __name__ == "__main__":  # a fresh server keeps nothing of an earlier run's users (RELIABILITY.md §6.2 item 18)
     logger.info("removed %d leftovers of an earlier run from the temporary folder", wipe_temp_dir())
 LOADED = load_remover_from_env()
-demo = build_demo(LOADED)
+# Known answers on the CPU in a background thread: never delays the page; a failure shows a warning (docs/first-run.md)
+STARTUP_CHECK = StartupCheck(LOADED.models if isinstance(LOADED, DoubleChinRemover) else None).start()
+demo = build_demo(LOADED, STARTUP_CHECK)
 
 if __name__ == "__main__":
     demo.queue(**QUEUE_OPTIONS).launch(**launch_options())

@@ -4,6 +4,10 @@ Usage (from the repo root)::
 
     .venv/bin/python -m bench.bench_diffuse_quality --generator tiny [--codes 00016 00191 …] [--json PATH]
     .venv/bin/python -m bench.bench_diffuse_quality --generator full --codes 00016 00295
+    .venv/bin/python -m bench.bench_diffuse_quality --weights-dir checkpoints --tune-lambda [--tune-inversion]
+
+``--tune-lambda`` / ``--tune-inversion`` (real weights only) print the diffuse feature weight λ and the inversion
+loss weights to paste into the settings (:mod:`bench.tune_weights`, docs/first-run.md).
 
 Fixtures: the 7 official reference photos (``examples/*.png``, FFHQ-aligned 1024²) with their official W+ codes
 (``examples/codes``). For each, as the remover does it: the fine/all boundary edit at strength −5 with the diffuse
@@ -190,6 +194,20 @@ def compare(candidate: np.ndarray, ref: np.ndarray, start: np.ndarray, blend: np
     }
 
 
+def tune(weights_dir: str, names: list[str], *, lambda_: bool, inversion: bool) -> None:
+    """First run with the real weights: print the loss weights to paste (bench/tune_weights.py, docs/first-run.md)."""
+    from bench.tune_weights import inversion_scores, lambda_report, print_inversion
+
+    models = load_models(weights_dir, device=None, allow_download=False)
+    if models.stand_in or models.vgg is None:
+        raise SystemExit("tuning needs the real weights, VGG16 included (these are stand-ins or VGG16 is missing)")
+    if lambda_:
+        generator = models.generator.cpu() if models.device.type != "cpu" else models.generator
+        lambda_report(generator, models.vgg.cpu(), {name: scene(name, generator) for name in names})
+    if inversion:
+        print_inversion(inversion_scores(load_models(weights_dir, allow_download=False), names))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", choices=("tiny", "full"), default="tiny")
@@ -198,11 +216,18 @@ def main() -> None:
     parser.add_argument("--weights-dir", default=None, help="use the generator of this weights folder (real weights)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--tune-lambda", action="store_true", help="with --weights-dir: print λ to paste (first run)")
+    parser.add_argument("--tune-inversion", action="store_true", help="with --weights-dir: print loss weights")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     names = args.codes or sorted(path.stem for path in EXAMPLES_DIR.glob("*.png"))
+    if args.tune_lambda or args.tune_inversion:
+        if args.weights_dir is None:
+            parser.error("--tune-lambda / --tune-inversion need --weights-dir (the real weights)")
+        tune(args.weights_dir, names, lambda_=args.tune_lambda, inversion=args.tune_inversion)
+        return
     generator = build_generator(args.generator, args.weights_dir)
     if args.weights_dir is not None:
         args.generator = "weights"

@@ -41,7 +41,7 @@ from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, feature_mse, lpips
 from pipeline.networks.pixels import to_model_range, to_uint8
 from pipeline.refinement.diffuse import DiffuseSettings, diffuse_refine
 from pipeline.remover import DoubleChinRemover, cached_target_distance, diffuse_features
-from pipeline.settings import default_settings
+from pipeline.settings import RemovalSettings, default_settings
 
 Timer = Callable[[Callable[[], object], int], list[float]]
 NO_GPU_EXIT = 2
@@ -176,6 +176,31 @@ def measure(device: torch.device, weights: str, args: argparse.Namespace, timer:
     return record
 
 
+ZERO_GPU_SAFETY = 2.0  # ours: a ZeroGPU slice is shared and each call first moves the models into its worker
+
+
+def zero_gpu_budget_lines(record: Record, settings: RemovalSettings) -> list[str]:
+    """app.py's ZeroGPU duration constants from the measured stage medians (×ZERO_GPU_SAFETY), as lines to paste.
+
+    Per step: a one-step loop minus one 1024² render (the loops end with a final render). Base: the whole request
+    minus its optimisation steps (alignment, encoder, parsing, warp, transfers).
+    """
+    median = {row.stage: row.median_s for row in record.rows}
+    render = median.get("gpu: render 1024² (fp32)", 0.0)
+    per_inversion = max(0.0, median.get("gpu: inversion step + final render (auto)", 0.0) - render)
+    per_refine = max(0.0, median.get("gpu: diffuse step + final render (auto)", 0.0) - render)
+    whole = [value for stage, value in median.items() if stage.startswith("gpu: end-to-end")]
+    if not whole:
+        return []
+    base = whole[0] - settings.inversion_steps * per_inversion - settings.refine_steps * per_refine
+    return [
+        f"# measured on {record.extra.get('gpu')}, ×{ZERO_GPU_SAFETY:g} for ZeroGPU; paste into app.py:",
+        f"GPU_BASE_SECONDS = {math.ceil(ZERO_GPU_SAFETY * max(base, 0.0))}",
+        f"GPU_SECONDS_PER_INVERSION_STEP = {ZERO_GPU_SAFETY * per_inversion:.3f}",
+        f"GPU_SECONDS_PER_REFINE_STEP = {ZERO_GPU_SAFETY * per_refine:.3f}",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights-dir", default=None, help="weights folder (default: full-size random stand-ins)")
@@ -201,6 +226,8 @@ def main() -> None:
         f"{record.extra['autocast_check']}"
     )
     print(f"device {record.extra['gpu']}, peak GPU memory {record.extra.get('peak_gpu_memory_mb', 0):.0f} MB")
+    if args.weights_dir is not None and device.type == "cuda":
+        print("\n".join(zero_gpu_budget_lines(record, default_settings(device))))
     record.write(args.json)
     if not within:
         print("autocast is NOT within tolerance of fp32 here: set precision='fp32' for this GPU", file=sys.stderr)

@@ -38,7 +38,7 @@ from pipeline.networks.encoder import Encoder4Editing, EncoderConfig
 from pipeline.networks.parsing import BACKGROUND, NECK, NUM_CLASSES, SKIN, BiSeNet
 from pipeline.networks.perceptual import VGGConfig
 from pipeline.networks.stylegan2 import Generator, GeneratorConfig, state_dict_layout
-from pipeline.weights.registry import REGISTRY
+from pipeline.weights.registry import REGISTRY, STAND_IN_MARKER
 from pipeline.weights.stand_in import (
     FIXTURE_SEED,
     STAND_IN_OPTION,
@@ -105,6 +105,8 @@ def full_size_weights_dir(seed: int = FIXTURE_SEED) -> Path:
     """
     folder = cache_dir() / WEIGHTS_FOLDER
     if (folder / DONE_MARKER).is_file():
+        # Stand-in folders are exempt from the registry's pinned checksums (the parser's), also when built earlier.
+        (folder / STAND_IN_MARKER).write_text("full-size random stand-in weights (bench/full_size.py)\n", "utf-8")
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -113,6 +115,7 @@ def full_size_weights_dir(seed: int = FIXTURE_SEED) -> Path:
         parser_layout = _layout(BiSeNet())
     torch.save(seeded_state_dict(parser_layout, seed=seed + 2, random_fir_kernels=True), folder / "79999_iter.pth")
     save_vgg16_features(random_vgg16_features(VGGConfig(), seed=seed + 3), folder / REGISTRY["vgg16"].filename)
+    (folder / STAND_IN_MARKER).write_text("full-size random stand-in weights (bench/full_size.py)\n", "utf-8")
     (folder / DONE_MARKER).write_text(f"built in {time.perf_counter() - start:.0f} s\n", encoding="utf-8")
     logger.info("wrote full-size stand-in weights to %s", folder)
     return folder

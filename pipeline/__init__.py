@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "format_status": "pipeline.weights.checks",
     "weights_status": "pipeline.weights.checks",
     "STAND_IN_NOTE": "pipeline.weights.stand_in",
+    "StartupCheck": "pipeline.weights.verify",
 }
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "RemovalResult",
     "RemovalSettings",
     "ScoreChange",
+    "StartupCheck",
     "WeightsError",
     "add_timings",
     "decode_upload",
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
     from pipeline.weights.checks import format_status, weights_status
     from pipeline.weights.registry import REGISTRY, resolve_weights_dir
     from pipeline.weights.stand_in import STAND_IN_NOTE
+    from pipeline.weights.verify import StartupCheck
 
 
 def __getattr__(name: str) -> Any:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR
+from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR, PARSER_INPUT_SIZE
 from pipeline.errors import PipelineError, WeightsError
 from pipeline.faces.align import AlignedFace, Face, align_face, find_faces
 from pipeline.faces.decode import DecodedImage, ImageSource, decode_upload
@@ -457,9 +457,12 @@ class DoubleChinRemover:
         if prepared.labels is None:
             notes.append("The jaw warp needs the face parser; the edited render is blended without it.")
         else:
-            original_face, original_neck = face_and_neck_masks(prepared.labels)
-            edited_labels = parse_labels(self.models.parser, edited, device=self.device)
-            edited_face, edited_neck = face_and_neck_masks(edited_labels)
+            # Official get_face_mask: masks on the parser's 512² grid, up-sampled bilinearly to the render (!= 0).
+            size = edited.shape[0]
+            original_face, original_neck = face_and_neck_masks(prepared.labels, size)
+            work = (PARSER_INPUT_SIZE, PARSER_INPUT_SIZE)
+            edited_labels = parse_labels(self.models.parser, edited, device=self.device, output_size=work)
+            edited_face, edited_neck = face_and_neck_masks(edited_labels, size)
             result = warp_edited_jaw(
                 edited,
                 original_face=original_face,

@@ -363,3 +363,20 @@ def test_the_readme_client_snippet_runs_verbatim(
     exec(compile(code, "README.md", "exec"), {})  # our own README's example
     printed = capsys.readouterr().out
     assert "result.png" in printed and "'before':" in printed and "'after':" in printed
+
+
+def test_a_failed_start_up_check_warns_on_the_page(app_module: ModuleType) -> None:
+    from pipeline.weights.known_answers import Finding, KnownAnswerReport
+    from pipeline.weights.verify import StartupCheck
+
+    assert app_module.STARTUP_CHECK.warning() == ""  # stand-in weights: not run (the stand-in banner says why)
+    assert not [fn for fn in app_module.demo.fns.values() if fn.name == "show"]  # so the page does not listen
+    models = app_module.LOADED.models
+    failed = KnownAnswerReport((Finding("generator", False, "rendered codes do not match their photos"),))
+    check = StartupCheck(dataclasses.replace(models, stand_in=False), run=lambda _m: failed).start()
+    assert check.wait(30)
+    demo = app_module.build_demo(app_module.LOADED, check)
+    (load,) = [fn for fn in demo.fns.values() if fn.name == "show"]
+    shown = load.fn()
+    assert shown.visible and "failed their start-up check** (generator)" in shown.value
+    assert "python -m pipeline.weights verify" in shown.value

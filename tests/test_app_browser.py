@@ -170,7 +170,7 @@ def test_an_example_runs_from_the_authors_code_and_the_page_is_screenshotted(pag
     before, after = slider_images(page)
     with Image.open(SCREENSHOT_EXAMPLE) as example:
         assert (after["width"], after["height"]) == (before["width"], before["height"]) == example.size
-    playwright_api.expect(page.get_by_text(STAND_IN_NOTE).first).to_be_visible()  # type: ignore[attr-defined]
+    playwright_api.expect(page.locator(".c2f-banner").get_by_text(STAND_IN_NOTE)).to_be_visible()  # type: ignore[attr-defined]
     score = page.locator("#c2f-score")  # type: ignore[attr-defined]
     playwright_api.expect(score).to_contain_text("Double-chin score:")
     playwright_api.expect(score).to_contain_text("positive = double-chin side")

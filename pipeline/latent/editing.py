@@ -388,8 +388,8 @@ def double_chin_score(wp: np.ndarray, boundary: Boundary, layers: Iterable[int] 
 
     Sign convention (official boundaries, METHOD.md §4): **positive = double-chin side**, negative = the other side.
     The default layers are 0–6, the ones the diffuse edit moves (layers 7–17 are restored by style mixing), so an
-    edit ``edit_latent(wp, boundary, strength=α)`` with unit normals shifts this score by exactly α. On the seven
-    official test codes (all chosen as double-chin cases) it lies between +0.52 and +4.54, and at α = −5 between
+    edit ``edit_latent(wp, boundary, strength=s)`` with unit normals shifts this score by exactly s. On the seven
+    official test codes (all chosen as double-chin cases) it lies between +0.52 and +4.54, and at strength −5 between
     −4.48 and −0.47. The SVM weight norm was not stored, so the value is a position relative to the boundary in
     boundary units, not a calibrated probability: show it as a guide, never as a detector's verdict.
 

@@ -4,13 +4,17 @@ Matches ``chin_mask_extractor``, ``get_neck_mask`` and ``get_neck_blur_mask`` of
 (oneThousand1000/Facial-Structure-Editing-of-Portrait-Images-via-Latent-Space-Classifications,
 ``classifier/src/feature_extractor/neck_mask_extractor.py``): at the parser's 512² resolution, the mask is the
 BiSeNet *neck* class plus the *skin* class below ear level, minus the jaw polygon (68-point landmarks 0–16), dilated
-with a square box kernel, minus the jaw polygon again; the warp variant also drops small connected components. It is
-then resized to the image size bilinearly and binarised with ``> 0``.
+with a square box kernel, minus the jaw polygon again (the warp variant dilates *before* its first polygon cut and
+drops small connected components). It is then resized to the image size bilinearly and binarised with ``> 0``.
 
-Differences from the official code (documented in the functions): the polygon is subtracted once more at the output
-resolution, so the "never inside the jaw polygon" rule holds exactly there too (the official bilinear up-sampling can
-leak half a pixel into it); ``remove_small_objects`` is applied to the single-channel mask with the equivalent area
-threshold (see :class:`NeckMaskSettings`).
+The integer rules are the official ones (pinned by tests/refinement/test_neck_mask.py; agreement measured in
+docs/fidelity.md): the jaw polygon is filled from landmark coordinates truncated to whole pixels, and the skin rows
+cleared above ear level are those above ``int(min(y1, y15))``. Like the official code, the bilinear up-sampling leaves
+a fringe of at most one output pixel inside the polygon; it lies inside the feathered blend band anyway.
+
+Deliberate differences: ``remove_small_objects`` is applied to the single-channel mask with the equivalent area
+threshold (same result, see :class:`NeckMaskSettings`); an ear level above the image (negative row) clears nothing,
+where the official slice ``[:negative]`` would clear all but the last rows.
 
 :func:`landmark_neck_mask` is our own fallback for when the parser weights are unavailable: it needs only the photo
 and its landmarks (region below the jaw line ∩ a skin-colour model fitted on the lower face).
@@ -37,8 +41,10 @@ __all__ = [
     "NeckMaskSettings",
     "ear_level",
     "jaw_polygon_mask",
+    "labels_on_grid",
     "landmark_neck_mask",
     "neck_mask",
+    "rescale_landmarks",
     "resize_binary_mask",
 ]
 
@@ -61,6 +67,9 @@ class NeckMaskSettings:
     """Settings of the parser-based neck mask. Pixel sizes are at ``work_size``² (the official 512²)."""
 
     dilate_px: int = 7  # side of the square dilation kernel: get_neck_mask(dilate=7) for diffuse, 5 for warp
+    # get_neck_mask (diffuse) cuts the jaw polygon out before dilating; get_neck_blur_mask (warp) dilates the
+    # uncut mask, so the skin inside the polygon grows a dilate_px // 2 band out of it along the jaw sides.
+    cut_before_dilate: bool = True
     remove_small: bool = False  # drop small connected components: only get_neck_blur_mask (warp) does this
     # remove_small_objects(min_size=800, connectivity=1) ran on the 3-channel 512² volume, where a 2-D component of
     # area a is one 3-D component of 3a voxels, removed iff 3a < 800, i.e. a ≤ 266: so keep areas ≥ 267 px,
@@ -76,7 +85,8 @@ class NeckMaskSettings:
 
 
 NECK_MASK_DIFFUSE = NeckMaskSettings()  # get_neck_mask(dilate=7), main_diffuse.py
-NECK_MASK_WARP = NeckMaskSettings(dilate_px=5, remove_small=True)  # get_neck_blur_mask(dilate=5), main_warp.py
+# get_neck_blur_mask(dilate=5), main_warp.py
+NECK_MASK_WARP = NeckMaskSettings(dilate_px=5, cut_before_dilate=False, remove_small=True)
 
 
 # --- Validation and small geometry helpers -------------------------------------------------------------------------
@@ -109,12 +119,43 @@ def _check_size(name: str, size: object) -> int:
     return int(size)
 
 
-def _rescale_points(points: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
-    """Map pixel-index coordinates between two square grids, pixel centres aligned."""
+def rescale_landmarks(points: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """Map (x, y) pixel-index coordinates between two square grids, pixel centres aligned (ours).
+
+    Used to put the aligned photo's landmarks on the parser's 512² grid, where the official code ran FAN on the photo
+    resized to 512².
+
+    Args:
+        points: (K, 2) float (x, y) in the ``from_size``² frame.
+        from_size: side of the source grid in pixels.
+        to_size: side of the target grid in pixels.
+
+    Returns:
+        (K, 2) float64 ``(p + 0.5)·to/from − 0.5``; a copy when the sizes match.
+    """
+    points = np.asarray(points, dtype=np.float64)
     if from_size == to_size:
         return points.copy()
     scale = to_size / from_size
     return (points + 0.5) * scale - 0.5
+
+
+def labels_on_grid(labels: np.ndarray, size: int) -> np.ndarray:
+    """A square label map on the ``size``² grid by pixel-centre nearest-neighbour sampling.
+
+    The parser's 512² arg-max up-sampled by :func:`pipeline.networks.parsing.parse_labels` (an integer factor) comes
+    back unchanged, so the masks can be built on the official 512² grid from either map.
+
+    Args:
+        labels: (S, S) uint8 class ids.
+        size: side of the returned map.
+
+    Returns:
+        (size, size) uint8; ``labels`` itself when the size already matches.
+    """
+    if labels.shape[0] == size:
+        return labels
+    return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def _fill_polygon(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -161,6 +202,10 @@ def resize_binary_mask(mask: np.ndarray, size: int) -> np.ndarray:
 def jaw_polygon_mask(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The lower-face region: the polygon through jaw points 0..16, closed by the straight 16→0 edge.
 
+    As ``chin_mask_extractor`` (official ``chin_edge_extractor.py``): the vertices are truncated to whole pixels
+    (toward zero, the ``dtype=int`` cast) and the polygon is filled with OpenCV's 8-connected scan conversion at
+    integer precision, so the cut line is the official one to the pixel.
+
     Args:
         landmarks: (68, 2) float (x, y) pixel coordinates in the frame of ``shape``.
         shape: (height, width, ...) of the raster.
@@ -172,7 +217,11 @@ def jaw_polygon_mask(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
         ValueError: on malformed landmarks or shape.
     """
     points = check_landmarks(landmarks)
-    return _fill_polygon(points[JAW_POINTS], _check_shape(shape))
+    height, width = _check_shape(shape)
+    canvas = np.zeros((height, width), np.uint8)
+    vertices = np.trunc(points[JAW_POINTS]).astype(np.int32)  # (17, 2) whole pixels, truncated toward zero
+    cv2.fillPoly(canvas, [vertices], 1, lineType=cv2.LINE_8)
+    return canvas.astype(bool)
 
 
 def ear_level(landmarks: np.ndarray) -> float:
@@ -182,19 +231,17 @@ def ear_level(landmarks: np.ndarray) -> float:
 
 
 def _clear_rows_above(mask: np.ndarray, row: float) -> np.ndarray:
-    """Copy of ``mask`` with every row whose index is < ``row`` cleared."""
+    """Copy of ``mask`` with the rows above ``int(row)`` cleared (official ``face_mask[:int(threshold)] = 0``).
+
+    ``int`` truncates, so for a non-negative ``row`` the first kept row is ``floor(row)``. A negative row clears
+    nothing (ours; the official slice would count from the bottom).
+    """
     cleared = mask.copy()
-    cleared[: max(0, int(np.ceil(row)))] = False
+    cleared[: max(0, int(row))] = False
     return cleared
 
 
 # --- Parser-based mask (get_neck_mask / get_neck_blur_mask) ------------------------------------------------------
-
-
-def _labels_on_work_grid(labels: np.ndarray, work_size: int) -> np.ndarray:
-    if labels.shape[0] == work_size:
-        return labels
-    return cv2.resize(labels, (work_size, work_size), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def _remove_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -217,21 +264,24 @@ def neck_mask(
 ) -> np.ndarray:
     r"""Binary neck mask from a face-parsing label map and the 68 landmarks.
 
-    Steps (on the ``settings.work_size``² grid, 512² as in the official code): ``M = neck ∪ (skin below ear level)``;
-    ``M = M \\ jaw``; dilate with a ``dilate_px``² box; ``M = M \\ jaw``; optionally drop components smaller than
-    ``min_component_px`` (kept unfiltered if none survives); resize bilinearly to ``output_size`` and binarise with
-    ``> 0``; finally subtract the jaw polygon rasterised at the output size (our addition, see the module docstring).
+    Steps (on the ``settings.work_size``² grid, 512² as in the official code): ``M = neck ∪ (skin in rows ≥
+    int(min(y1, y15)))``; ``M = M \\ jaw`` (diffuse only: ``cut_before_dilate``); dilate with a ``dilate_px``² box;
+    ``M = M \\ jaw``; optionally drop components smaller than ``min_component_px`` (kept unfiltered if none
+    survives); resize bilinearly to ``output_size`` and binarise with ``> 0``. ``jaw`` is the polygon of
+    :func:`jaw_polygon_mask` on the work grid. There is no further cut at the output size: the official mask keeps the
+    ≤ 1 px bilinear fringe inside the polygon, and so does this one (docs/fidelity.md).
 
     Args:
         labels: (S, S) uint8 class ids of the BiSeNet 19-class parser (:data:`SKIN`, :data:`NECK`), any square size
-            (512² or 1024² usually); resized to the work grid with nearest-neighbour sampling if needed.
+            (512² or 1024² usually); put on the work grid with :func:`labels_on_grid` if needed.
         landmarks: (68, 2) float (x, y) pixel coordinates in the same pixel frame as ``labels``.
         output_size: side of the returned mask; defaults to the side of ``labels``.
         settings: :data:`NECK_MASK_DIFFUSE` (dilate 7) or :data:`NECK_MASK_WARP` (dilate 5, small parts removed).
 
     Returns:
         (output_size, output_size) bool, True where the edited render may replace the photo. Never inside the jaw
-        polygon. May be empty (no neck or skin below the ears); callers decide what to do then.
+        polygon on the work grid (at most the one-pixel bilinear fringe at other sizes). May be empty (no neck or skin
+        below the ears); callers decide what to do then.
 
     Raises:
         ValueError: if ``labels`` is not a square 2-D uint8 array, or on malformed landmarks or sizes.
@@ -247,21 +297,19 @@ def neck_mask(
     work = settings.work_size
 
     # 1. Parser classes on the 512² grid, landmarks mapped to it.
-    work_labels = _labels_on_work_grid(labels, work)
-    work_points = _rescale_points(points, label_size, work)
+    work_labels = labels_on_grid(labels, work)
+    work_points = rescale_landmarks(points, label_size, work)
     jaw = jaw_polygon_mask(work_points, (work, work))
-    # 2. Neck plus the skin below ear level, outside the jaw polygon.
-    skin_below_ears = _clear_rows_above(work_labels == SKIN, ear_level(work_points))
-    mask = ((work_labels == NECK) | skin_below_ears) & ~jaw
-    # 3. Grow with a square box, then cut the jaw polygon out again: the mask never enters the lower face.
+    # 2. Neck plus the skin below ear level.
+    mask = (work_labels == NECK) | _clear_rows_above(work_labels == SKIN, ear_level(work_points))
+    # 3. Grow with a square box and cut the jaw polygon out: the mask never enters the lower face on the work grid.
+    if settings.cut_before_dilate:
+        mask &= ~jaw
     mask = _dilate_square(mask, settings.dilate_px) & ~jaw
     if settings.remove_small:
         mask = _remove_small_components(mask, settings.min_component_px)
-    # 4. Back to the output resolution (bilinear, > 0) and a last polygon cut at that resolution.
-    mask = resize_binary_mask(mask, output_size)
-    if output_size != work:
-        mask &= ~jaw_polygon_mask(_rescale_points(points, label_size, output_size), (output_size, output_size))
-    return mask
+    # 4. Back to the output resolution (bilinear, > 0).
+    return resize_binary_mask(mask, output_size)
 
 
 # --- Landmark-only fallback (ours) ----------------------------------------------------------------------------------

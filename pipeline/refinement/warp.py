@@ -4,26 +4,33 @@ Matches the behaviour of ``warp_img`` in the Coarse-to-Fine official code (oneTh
 of-Portrait-Images-via-Latent-Space-Classifications, ``main_warp.py`` + ``warp/warpper.py`` + ``warp/utils.py``;
 METHOD.md §8), written from the description there:
 
-1. Band rows ``[max(y0, y16), min(y7, y10))`` of the original's 68 landmarks (the 7/10 asymmetry is the official
-   code's and is kept); ``chin_y = y8``.
-2. Face masks (parser classes 1–6, 10–13) of the original (F1) and of the edited render (F2) limited to the band; neck
-   masks (class 14) with the rows above ``chin_y`` cleared (N1, N2).
+1. On the parser's 512² grid (where the official code ran FAN), band rows ``[int(max(y0, y16)), int(min(y7, y10)))`` of
+   the original's 68 landmarks (the 7/10 asymmetry is the official code's and is kept) and the chin row
+   ``int(y8)``. The band is up-sampled bilinearly to the image size and only fully covered rows are kept (rows
+   ``2a+1 … 2b−2`` at 1024²); the chin row is scaled as ``int(int(y8)·H/512)`` (``2·int(y8)`` at 1024²).
+2. Face masks (parser classes 1–6, 10–13) of the original (F1) and of the edited render (F2), built at 512² and
+   up-sampled bilinearly then ``!= 0`` (:func:`face_and_neck_masks`), limited to the band; neck masks (class 14) with
+   the rows above the chin row cleared (N1, N2).
 3. On ``rows`` rows spread over the rows both masks of a pair cover (``linspace(top, bottom, rows + 1)[:-1]``), the
    leftmost and rightmost mask pixel: jaw sides ``p1`` (original), ``p2`` (edited); neck sides of the edited render.
-4. Exaggerate ``p2' = p1 + 1.2·(p2 − p1)``; the neck sides are fixed anchors; 27 fixed seed points hold the border and
-   a coarse interior grid.
-5. Delaunay triangulation of seeds + P1; destination ``P = 0.5·(P1 + P2')``; every triangle of the edited render at
-   P2' is mapped affinely onto its triangle at P. Net effect: edited content at ``p1 + 1.2Δ`` lands at ``p1 + 0.6Δ``.
+4. Exaggerate ``p2' = p1 + 1.2·(p2 − p1)``, truncated to whole pixels (the official ``uint32`` cast); the neck sides
+   are fixed anchors; 27 fixed seed points (official order) hold the border and a coarse interior grid.
+5. Delaunay triangulation of seeds + P1; destination ``P = int(0.5·P1 + 0.5·P2')``; every triangle of the edited
+   render at P2' is mapped affinely onto its triangle at P. Net effect: edited content at ``p1 + 1.2Δ`` lands at
+   ``p1 + 0.6Δ``.
 
-Differences from the official code, all toward robustness or exactness:
+Deliberate differences from the official code (measured in docs/fidelity.md), all toward robustness or exactness:
 
-* control points stay in float (the official code truncates them to ``uint32``), clipped to the image;
 * the piecewise-affine map is sampled once per output pixel (each pixel takes the inverse affine of the destination
   triangle that contains it, then one bilinear ``cv2.remap`` with ``BORDER_REFLECT_101``) instead of one
   ``cv2.warpAffine`` per triangle pasted with anti-aliased triangle masks; the mapping is the same, but there are no
-  seams where neighbouring triangle masks overlap, and triangles that do not move are copied bit-exactly;
-* empty masks, a degenerate band or a failed triangulation do not crash: the unwarped edited render is returned with
-  ``warped=False`` and the reason.
+  seams where neighbouring triangle masks overlap and no reflection at each triangle's crop border, and triangles
+  that do not move are copied bit-exactly (measured: with identical control points, 19–365 px of a 1024² render
+  differ from the official paste, by at most 13 grey levels, all on triangle edges);
+* exaggerated points are clipped to the image before truncation (the official ``uint32`` cast wraps negatives);
+* empty masks, a band or neck overlap of fewer than ``rows + 1`` rows, a split mask or a failed triangulation do not
+  crash (the official code raises on all but the short overlap, which it samples with repeated rows): the unwarped
+  edited render is returned with ``warped=False`` and the reason.
 
 Only the warp's own constants live in :class:`WarpSettings`; the warp method's feathering (15/25, see
 :data:`pipeline.refinement.compositing.FEATHER_WARP`) and style-mixing layers (6–17) belong to the pipeline.
@@ -38,10 +45,11 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay, QhullError
 
+from pipeline.config import PARSER_INPUT_SIZE
 from pipeline.networks.parsing import FACE_LABELS, NECK
-from pipeline.refinement.neck_mask import check_landmarks, resize_binary_mask
+from pipeline.refinement.neck_mask import check_landmarks, labels_on_grid, rescale_landmarks, resize_binary_mask
 
-__all__ = ["WarpResult", "WarpSettings", "face_and_neck_masks", "seed_points", "warp_edited_jaw"]
+__all__ = ["WarpResult", "WarpSettings", "face_and_neck_masks", "jaw_band_rows", "seed_points", "warp_edited_jaw"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,7 @@ BAND_TOP_POINTS = (0, 16)  # jaw ends: the band starts at the lower of the two (
 BAND_BOTTOM_POINTS = (7, 10)  # near the chin: the band ends at the higher of the two (min y); asymmetric as official
 CHIN_POINT = 8  # neck rows start at the chin
 SEED_GRID = 8  # the seed points sit on multiples of 1/8 of the image size
+_FULL = 255  # the official band mask value; after bilinear up-sampling only fully covered rows keep it
 _MIN_TRIANGLE_AREA = 1e-6  # px²: destination triangles smaller than this are skipped (no affine defined)
 _POINT_SHIFT = 8  # fractional bits used to rasterise triangles with OpenCV (1/256 px)
 
@@ -59,11 +68,14 @@ class WarpSettings:
 
     rows: int = 5  # sampled rows per contour: get_point(..., n=5)
     exaggeration: float = 1.2  # p2' = p1 + 1.2·(p2 − p1): the edited jaw sides are pushed 20% further
-    destination_weight: float = 0.5  # P = P1 + 0.5·(P2' − P1), i.e. the official 0.5·(P1 + P2)
+    destination_weight: float = 0.5  # P = (1 − 0.5)·P1 + 0.5·P2', the official morph alpha
+    work_size: int = PARSER_INPUT_SIZE  # grid of the landmark rows: the official FAN ran on the photo resized to 512²
 
     def __post_init__(self) -> None:
-        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 1:
-            raise ValueError(f"rows must be a positive integer, got {self.rows!r}")
+        for name in ("rows", "work_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not np.isfinite(self.exaggeration) or not np.isfinite(self.destination_weight):
             raise ValueError("exaggeration and destination_weight must be finite numbers")
 
@@ -88,13 +100,21 @@ class WarpResult:
 # --- Inputs ---------------------------------------------------------------------------------------------------------
 
 
-def face_and_neck_masks(labels: np.ndarray, output_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def face_and_neck_masks(
+    labels: np.ndarray, output_size: int | None = None, *, work_size: int = PARSER_INPUT_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """The warp's face and neck masks from a parser label map (official ``get_face_mask``).
 
+    The masks are built on the parser's ``work_size``² grid (512²), then up-sampled bilinearly as 0/255 images and
+    tested ``!= 0``, as the official code does before ``get_point``: at 1024² each parser pixel covers a 4×4 block
+    (its own 2×2 block plus a one-pixel fringe).
+
     Args:
-        labels: (S, S) uint8 class ids of the BiSeNet 19-class parser.
-        output_size: side of the returned masks (bilinear resize of 0/255 then ``> 0``, as the official 512→1024
-            step); defaults to ``S``.
+        labels: (S, S) uint8 class ids of the BiSeNet 19-class parser, at 512² or at any size it was resized to with
+            nearest-neighbour sampling (:func:`pipeline.networks.parsing.parse_labels`); put on the work grid with
+            :func:`pipeline.refinement.neck_mask.labels_on_grid`.
+        output_size: side of the returned masks (the image size); defaults to ``S``.
+        work_size: side of the parser grid (official 512).
 
     Returns:
         ``(face, neck)``, each (output_size, output_size) bool: face = classes 1–6 and 10–13, neck = class 14.
@@ -108,8 +128,9 @@ def face_and_neck_masks(labels: np.ndarray, output_size: int | None = None) -> t
     if labels.dtype != np.uint8:
         raise ValueError(f"labels must be uint8 class ids, got dtype {labels.dtype}")
     size = labels.shape[0] if output_size is None else output_size
-    face = resize_binary_mask(np.isin(labels, FACE_LABELS), size)
-    neck = resize_binary_mask(labels == NECK, size)
+    work_labels = labels_on_grid(labels, work_size)
+    face = resize_binary_mask(np.isin(work_labels, FACE_LABELS), size)
+    neck = resize_binary_mask(work_labels == NECK, size)
     return face, neck
 
 
@@ -128,23 +149,27 @@ def _check_inputs(edited: np.ndarray, masks: dict[str, np.ndarray], landmarks: n
 
 
 def seed_points(height: int, width: int) -> np.ndarray:
-    """The 27 fixed points that pin the border and a coarse interior grid (warp/utils.py).
+    """The 27 fixed points that pin the border and a coarse interior grid (``get_tris`` in warp/utils.py).
 
-    4 corners, 4 edge midpoints, ``(W/2, H/4)``, rows ``H/8`` and ``7H/8`` at ``x = W/8·{1, 2, 6, 7}``, and columns
-    ``W/8`` and ``7W/8`` at ``y = H/8·{2, …, 6}``. The far border uses ``W − 1`` / ``H − 1`` so that the triangulation
-    covers every pixel centre.
+    In the official order, so that ties in the triangulation (co-circular grid cells) break the same way: the border
+    clockwise from the
+    top-left corner (corners and edge midpoints, the far border at ``W − 1`` / ``H − 1``), ``(W/2, H/4)``, then for
+    ``x = W/8·{1, 2, 6, 7}`` the pair ``(x, H/8)``, ``(x, 7H/8)``, then for ``y = H/8·{2, …, 6}`` the pair
+    ``(W/8, y)``, ``(7W/8, y)``. Truncated to whole pixels as the official ``uint32`` cast (exact when the size is a
+    multiple of 8, e.g. 1024²).
 
     Returns:
-        (27, 2) float64 (x, y).
+        (27, 2) float64 (x, y), whole numbers.
     """
-    right, bottom = width - 1.0, height - 1.0
+    right, bottom = width - 1, height - 1
+    mid_x, mid_y = width // 2, height // 2
     step_x, step_y = width / SEED_GRID, height / SEED_GRID
-    border = [(0.0, 0.0), (right, 0.0), (0.0, bottom), (right, bottom)]
-    border += [(width / 2, 0.0), (width / 2, bottom), (0.0, height / 2), (right, height / 2)]
+    top_edge = [(0, 0), (mid_x, 0), (right, 0), (right, mid_y)]  # clockwise from the top-left corner
+    bottom_edge = [(right, bottom), (mid_x, bottom), (0, bottom), (0, mid_y)]
     centre = [(width / 2, height / 4)]
-    rows = [(step_x * i, step_y * j) for j in (1, SEED_GRID - 1) for i in (1, 2, SEED_GRID - 2, SEED_GRID - 1)]
-    columns = [(step_x * i, step_y * j) for i in (1, SEED_GRID - 1) for j in range(2, SEED_GRID - 1)]
-    return np.array(border + centre + rows + columns, dtype=np.float64)
+    rows = [(step_x * i, step_y * j) for i in (1, 2, SEED_GRID - 2, SEED_GRID - 1) for j in (1, SEED_GRID - 1)]
+    columns = [(step_x * i, step_y * j) for j in range(2, SEED_GRID - 1) for i in (1, SEED_GRID - 1)]
+    return np.floor(np.array(top_edge + bottom_edge + centre + rows + columns, dtype=np.float64))
 
 
 def _row_extent(mask: np.ndarray) -> tuple[int, int] | None:
@@ -180,26 +205,58 @@ def _paired_sides(mask_a: np.ndarray, mask_b: np.ndarray, count: int, what: str)
     return (sides_a, sides_b), None
 
 
-def _band_masks(face: np.ndarray, neck: np.ndarray, band: tuple[int, int], chin_row: int):
-    """Face mask limited to band rows [top, bottom) and neck mask with the rows above the chin cleared."""
-    face_band = np.zeros_like(face)
-    face_band[band[0] : band[1]] = face[band[0] : band[1]]
+def _band_masks(face: np.ndarray, neck: np.ndarray, band: np.ndarray, chin_row: int):
+    """Face mask limited to the (H,) bool band rows and neck mask with the rows above ``chin_row`` cleared."""
+    face_band = face & band[:, None]
     neck_below_chin = neck.copy()
     neck_below_chin[: max(0, chin_row)] = False
     return face_band, neck_below_chin
 
 
+def jaw_band_rows(landmarks: np.ndarray, height: int, work_size: int = PARSER_INPUT_SIZE) -> tuple[np.ndarray, int]:
+    """The rows the jaw sides are sampled in, and the first neck row (official ``get_warpping_mask``).
+
+    On the ``work_size``² grid (landmarks mapped with :func:`pipeline.refinement.neck_mask.rescale_landmarks`) the
+    band is rows ``a = int(max(y0, y16))`` up to, not including, ``b = int(min(y7, y10))``, drawn as 255 on a 0
+    background; it is up-sampled to ``height`` rows bilinearly and a row is in the band when it is exactly 255 (the
+    official ``mask // 255``), i.e. when both source rows it interpolates are in. At 1024² from 512² that is rows
+    ``2a+1 … 2b−2`` (from row 0 when ``a = 0``, to the last row when ``b ≥ 512``). The chin row ``int(y8)`` is scaled
+    as ``int(int(y8)·height/work_size)``: ``2·int(y8)`` at 1024².
+
+    Args:
+        landmarks: (68, 2) float (x, y) landmarks of the original photo in the ``height``² pixel frame.
+        height: side of the image in pixels.
+        work_size: side of the grid the official code found the landmarks on (512).
+
+    Returns:
+        ``(band, chin_row)``: (height,) bool rows of the jaw band, and the first row the neck masks keep (rows above
+        it are cleared; may lie outside ``[0, height)``).
+
+    Raises:
+        ValueError: on malformed landmarks or a non-positive size.
+    """
+    points = check_landmarks(landmarks)
+    for name, value in (("height", height), ("work_size", work_size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    work_points = rescale_landmarks(points, height, work_size)
+    top = int(max(work_points[i, 1] for i in BAND_TOP_POINTS))
+    bottom = int(min(work_points[i, 1] for i in BAND_BOTTOM_POINTS))
+    band = np.zeros((work_size, 1), np.uint8)  # one column is enough: the up-sampling is separable
+    band[max(top, 0) : max(bottom, 0)] = _FULL
+    band_rows = cv2.resize(band, (1, height), interpolation=cv2.INTER_LINEAR)[:, 0] == _FULL  # (height,)
+    chin_row = int(int(work_points[CHIN_POINT, 1]) / work_size * height)
+    return band_rows, chin_row
+
+
 def _control_points(points: np.ndarray, masks: dict[str, np.ndarray], settings: WarpSettings):
-    """P1 and P2' (each (4·rows, 2) float64), or (None, None, reason) when a contour cannot be found."""
+    """Original and edited side points P1, P2 (each (4·rows, 2) float64 whole pixels), or (None, None, reason)."""
     height = masks["original_face"].shape[0]
-    top = round(float(max(points[i, 1] for i in BAND_TOP_POINTS)))
-    bottom = round(float(min(points[i, 1] for i in BAND_BOTTOM_POINTS)))
-    top, bottom = max(top, 0), min(bottom, height)
-    if bottom <= top:
-        return None, None, f"the jaw band is empty (rows {top}..{bottom}): landmarks 0/16 lie below 7/10"
-    chin_row = round(float(points[CHIN_POINT, 1]))
-    face1, neck1 = _band_masks(masks["original_face"], masks["original_neck"], (top, bottom), chin_row)
-    face2, neck2 = _band_masks(masks["edited_face"], masks["edited_neck"], (top, bottom), chin_row)
+    band, chin_row = jaw_band_rows(points, height, settings.work_size)
+    if not band.any():
+        return None, None, "the jaw band is empty: landmarks 0/16 lie below 7/10"
+    face1, neck1 = _band_masks(masks["original_face"], masks["original_neck"], band, chin_row)
+    face2, neck2 = _band_masks(masks["edited_face"], masks["edited_neck"], band, chin_row)
     face_sides, reason = _paired_sides(face1, face2, settings.rows, "face (jaw band)")
     if face_sides is None:
         return None, None, reason
@@ -273,7 +330,8 @@ def warp_edited_jaw(
         original_neck: (H, W) bool neck mask (class 14) of the original photo.
         edited_face: (H, W) bool face mask of the edited render.
         edited_neck: (H, W) bool neck mask of the edited render.
-        landmarks: (68, 2) float (x, y) landmarks of the original photo in the same pixel frame.
+        landmarks: (68, 2) float (x, y) landmarks of the original photo in the same pixel frame; the band and chin
+            rows are taken on the ``settings.work_size``² grid (see :func:`jaw_band_rows`).
         settings: the warp constants.
 
     Returns:
@@ -296,13 +354,15 @@ def warp_edited_jaw(
     if reason is not None:
         logger.info("jaw warp skipped: %s", reason)
         return WarpResult(image=edited.copy(), warped=False, reason=reason)
-    # 4. Exaggerate the edited jaw sides (the neck anchors have p2 == p1, so they stay put), clip to the image.
+    # 4. Exaggerate the edited jaw sides (the neck anchors have p2 == p1, so they stay put), clip to the image and
+    #    truncate to whole pixels as the official uint32 cast; the destination is truncated the same way.
     limits = np.array([width - 1.0, height - 1.0])
-    exaggerated = np.clip(original + settings.exaggeration * (exaggerated - original), 0.0, limits)
+    exaggerated = np.floor(np.clip(original + (exaggerated - original) * settings.exaggeration, 0.0, limits))
     seeds = seed_points(height, width)
     original_all = np.vstack([seeds, original])  # (27 + 4·rows, 2)
     source_all = np.vstack([seeds, exaggerated])
-    target_all = original_all + settings.destination_weight * (source_all - original_all)
+    weight = settings.destination_weight
+    target_all = np.floor(np.clip((1 - weight) * original_all + weight * source_all, 0.0, limits))
     # 5. Triangulate at the original positions; map each triangle from the edited render (P2') to P.
     try:
         triangles = Delaunay(original_all).simplices  # (T, 3)

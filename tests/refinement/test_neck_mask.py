@@ -84,10 +84,10 @@ def test_neck_mask_follows_the_official_rules():
     # The neck below the chin is in; the neck under the chin's polygon is not.
     assert mask[480, 256]
     assert not mask[445, 256]
-    # Skin beside the jaw: in below ear level (min(y1, y15) = y1 ≈ 289.02, so rows ≥ 290), out above it, except for
-    # the 3 px that the 7×7 dilation grows the kept skin upward.
-    level = math.ceil(ear_level(landmarks))
-    assert level == math.ceil(landmarks[1, 1]) == 290
+    # Skin beside the jaw: in below ear level (min(y1, y15) = y1 ≈ 289.02, so rows ≥ int(289.02) = 289), out above
+    # it, except for the 3 px that the 7×7 dilation grows the kept skin upward.
+    level = int(ear_level(landmarks))
+    assert level == int(landmarks[1, 1]) == 289
     radius = NECK_MASK_DIFFUSE.dilate_px // 2
     assert mask[level + 20, 70]
     assert mask[level - radius, 70]
@@ -102,6 +102,82 @@ def test_neck_mask_follows_the_official_rules():
     assert not mask[500, NECK_COLS[0] - radius - 1]
     assert not mask[:, :30].any()  # background stays out
     assert not mask[220, 200:240].any()  # other face classes stay out
+
+
+# --- The official integer rules, each on a hand-made case -----------------------------------------------------------
+
+# A rectangular "jaw" on a 64² grid: points 0..16 run down the left side x = 10.9, along the bottom y = 30.9 and up the
+# right side x = 30.9; truncated (chin_mask_extractor's int cast) the polygon is the square rows/columns 10..30.
+SMALL = 64
+
+
+def _rectangle_jaw(ear_y: float = 10.9) -> np.ndarray:
+    landmarks = np.full((68, 2), 20.0)
+    landmarks[0:7] = np.c_[np.full(7, 10.9), np.linspace(10.9, 30.9, 7)]  # left side, top to bottom
+    landmarks[7:10] = np.c_[[14.9, 20.9, 26.9], np.full(3, 30.9)]  # bottom
+    landmarks[10:17] = np.c_[np.full(7, 30.9), np.linspace(30.9, 10.9, 7)]  # right side, bottom to top
+    landmarks[[1, 15], 1] = ear_y  # the ear-level points slide along the sides
+    landmarks[[1, 15], 0] = (10.9, 30.9)
+    return landmarks
+
+
+def test_jaw_polygon_uses_truncated_whole_pixel_vertices():
+    polygon = jaw_polygon_mask(_rectangle_jaw(ear_y=20.9), (SMALL, SMALL))
+    expected = np.zeros((SMALL, SMALL), bool)
+    expected[10:31, 10:31] = True  # vertices 10.9 → 10 and 30.9 → 30, boundary included
+    assert np.array_equal(polygon, expected)
+
+
+def test_ear_level_keeps_skin_from_row_int_of_the_level():
+    # Skin left of the jaw (outside the polygon) on rows 0..47; ear level min(y1, y15) = min(17.6, 17.9) = 17.6.
+    labels = np.zeros((SMALL, SMALL), np.uint8)
+    labels[:48, 2:8] = SKIN
+    landmarks = _rectangle_jaw(ear_y=17.9)
+    landmarks[1, 1] = 17.6
+    settings = dataclasses.replace(NECK_MASK_DIFFUSE, work_size=SMALL, dilate_px=1)  # no growth: the rule alone
+    mask = neck_mask(labels, landmarks, settings=settings)
+    expected = np.zeros((SMALL, SMALL), bool)
+    expected[17:48, 2:8] = True  # rows ≥ int(17.6) = 17 (row 17 kept: the official floor, not the ceil 18)
+    assert np.array_equal(mask, expected)
+    # With the 7×7 box the kept skin grows 3 px each way: rows 14..50, columns 0..10 (column 10 is the polygon's).
+    grown = neck_mask(labels, landmarks, settings=dataclasses.replace(NECK_MASK_DIFFUSE, work_size=SMALL))
+    expected = np.zeros((SMALL, SMALL), bool)
+    expected[14:51, 0:10] = True
+    expected[14:51, 10] = ~jaw_polygon_mask(landmarks, (SMALL, SMALL))[14:51, 10]
+    assert np.array_equal(grown, expected)
+
+
+def test_warp_preset_dilates_before_the_first_jaw_cut():
+    # Skin exactly on the jaw polygon (rows/columns 10..30); ear level int(10.9) = 10: all of it is below.
+    labels = np.zeros((SMALL, SMALL), np.uint8)
+    labels[10:31, 10:31] = SKIN
+    landmarks = _rectangle_jaw()
+    jaw = jaw_polygon_mask(landmarks, (SMALL, SMALL))
+    assert np.array_equal(jaw, labels == SKIN)
+    # Diffuse (get_neck_mask): cut first, so nothing is left to dilate.
+    diffuse = neck_mask(labels, landmarks, settings=dataclasses.replace(NECK_MASK_DIFFUSE, work_size=SMALL))
+    assert not diffuse.any()
+    # Warp (get_neck_blur_mask): the 5×5 box grows the whole square by 2 px, then the cut leaves a 2-px ring:
+    # 25² − 21² = 184 px, under the 267 px threshold, so nothing survives and the unfiltered ring is kept.
+    warp = neck_mask(labels, landmarks, settings=dataclasses.replace(NECK_MASK_WARP, work_size=SMALL))
+    ring = np.zeros((SMALL, SMALL), bool)
+    ring[8:33, 8:33] = True
+    ring[10:31, 10:31] = False
+    assert ring.sum() == 184
+    assert np.array_equal(warp, ring)
+
+
+def test_no_extra_jaw_cut_at_the_output_size():
+    # The ring above at 2× the work grid: bilinear up-sampling then > 0 only, as the official resize (no second cut).
+    labels = np.zeros((SMALL, SMALL), np.uint8)
+    labels[10:31, 10:31] = SKIN
+    settings = dataclasses.replace(NECK_MASK_WARP, work_size=SMALL)
+    mask = neck_mask(labels, _rectangle_jaw(), settings=settings, output_size=2 * SMALL)
+    # Work pixel r covers output rows 2r−1 … 2r+2: the ring's rows/columns 8..32 → 15..66, its hole 10..30 → 21..60.
+    expected = np.zeros((2 * SMALL, 2 * SMALL), bool)
+    expected[15:67, 15:67] = True
+    expected[21:61, 21:61] = False
+    assert np.array_equal(mask, expected)
 
 
 def test_neck_mask_warp_variant_uses_the_smaller_kernel():
@@ -151,7 +227,10 @@ def test_neck_mask_at_1024_matches_labels_given_at_either_size():
     from_1024 = neck_mask(labels_1024, landmarks_1024)
     assert from_1024.shape == (1024, 1024)
     assert np.array_equal(from_512, from_1024)
-    assert not (from_1024 & jaw_polygon_mask(landmarks_1024, (1024, 1024))).any()
+    # As the official mask: cut on the 512² grid, so at 1024² only the one-pixel bilinear fringe enters the polygon.
+    jaw_512_at_1024 = cv2.resize(jaw_polygon_mask(landmarks, (SIZE, SIZE)).astype(np.uint8), (1024, 1024), 0, 0, 0)
+    assert (from_1024 & jaw_512_at_1024.astype(bool)).any()
+    assert not (from_1024 & (cv2.erode(jaw_512_at_1024, np.ones((3, 3), np.uint8)) > 0)).any()
     # The 512² work grid keeps the official radius: 3 px at 512² ≈ 6–7 px at 1024².
     edge = 2 * NECK_COLS[1]  # first 1024 column right of the neck block
     grown = np.flatnonzero(from_1024[1000, edge:]).size

@@ -13,6 +13,7 @@ from pipeline.refinement.warp import (
     WarpSettings,
     _triangle_owner,
     face_and_neck_masks,
+    jaw_band_rows,
     seed_points,
     warp_edited_jaw,
 )
@@ -183,6 +184,11 @@ def test_bad_inputs_raise(change, match):
 
 def test_seed_points_follow_the_official_pattern():
     seeds = seed_points(1024, 1024)
+    # The official order: border clockwise from (0, 0), the centre point, then the row pairs and the column pairs.
+    border = [(0, 0), (512, 0), (1023, 0), (1023, 512), (1023, 1023), (512, 1023), (0, 1023), (0, 512)]
+    assert [tuple(p) for p in seeds[:9]] == [*border, (512, 256)]
+    assert [tuple(p) for p in seeds[9:13]] == [(128, 128), (128, 896), (256, 128), (256, 896)]
+    assert [tuple(p) for p in seeds[17:19]] == [(128, 256), (896, 256)]
     assert seeds.shape == (27, 2)
     assert len({tuple(p) for p in seeds}) == 27
     for corner in [(0, 0), (1023, 0), (0, 1023), (1023, 1023)]:
@@ -198,6 +204,74 @@ def test_triangles_cover_every_pixel():
     triangles = Delaunay(points).simplices
     owner = _triangle_owner(points[triangles], (SIZE, SIZE))
     assert owner.min() >= 1  # no cracks between triangles, no pixel outside the triangulation
+
+
+# --- The official integer rules at 1024², each derived by hand -------------------------------------------------------
+
+BIG = 1024
+
+
+def _big_landmarks(top_y: float = 400.0, bottom_y: float = 800.0, chin_y: float = 900.0) -> np.ndarray:
+    """1024² landmarks; on the 512² grid y ↦ (y + 0.5)/2 − 0.5, so 400 → 199.75, 800 → 399.75, 900 → 449.75."""
+    landmarks = np.full((68, 2), 512.0)
+    landmarks[0], landmarks[16] = (250, top_y), (774, top_y - 2)  # max(y0, y16) = top_y
+    landmarks[7], landmarks[10] = (450, bottom_y + 2), (574, bottom_y)  # min(y7, y10) = bottom_y
+    landmarks[8] = (512, chin_y)
+    return landmarks
+
+
+def test_band_and_chin_rows_are_whole_512_rows_up_sampled():
+    band, chin_row = jaw_band_rows(_big_landmarks(), BIG)
+    # a = int(199.75) = 199, b = int(399.75) = 399: rows 2a+1 … 2b−2 = 399 … 796 are fully covered after the 2×
+    # bilinear up-sampling; the chin row is 2·int(449.75) = 898.
+    assert np.array_equal(np.flatnonzero(band), np.arange(399, 797))
+    assert chin_row == 898
+    # At the frame: a = int(−0.15) = 0 keeps row 0 (the clamped border); b = int(514.75) ≥ 512 keeps the last row.
+    band, chin_row = jaw_band_rows(_big_landmarks(top_y=0.2, bottom_y=1030.0, chin_y=1040.0), BIG)
+    assert band.all()
+    assert chin_row == 2 * int((1040.0 + 0.5) / 2 - 0.5) == 1038  # below the frame: every neck row is cleared
+
+
+def test_control_points_use_whole_512_rows_and_truncated_coordinates():
+    face = np.zeros((BIG, BIG), bool)
+    face[300:851, 300:701] = True  # original jaw sides at x = 300 and 700
+    edited_face = np.zeros_like(face)
+    edited_face[300:851, 312:689] = True  # edited 12 px narrower on each side
+    neck = np.zeros_like(face)
+    neck[850:, 400:601] = True
+    edited = np.zeros((BIG, BIG, 3), np.uint8)
+    masks = {"original_face": face, "edited_face": edited_face, "original_neck": neck, "edited_neck": neck}
+    result = warp_edited_jaw(edited, landmarks=_big_landmarks(), **masks)
+    assert result.warped
+    original, source, target = (p[27:] for p in (result.original_points, result.source_points, result.target_points))
+    # Face rows: uint32(linspace(399, 796, 6))[:-1]; neck rows: uint32(linspace(898, 1023, 6))[:-1].
+    face_rows, neck_rows = np.array([399, 478, 557, 637, 716]), np.array([898, 923, 948, 973, 998])
+    assert np.array_equal(original[:5, 1], face_rows[::-1]) and np.array_equal(original[15:, 1], face_rows)
+    assert np.array_equal(original[5:10, 1], neck_rows[::-1]) and np.array_equal(original[10:15, 1], neck_rows)
+    # Left: p2' = int(300 + 12·1.2) = int(314.4) = 314, P = int((300 + 314)/2) = 307.
+    # Right: p2' = int(700 − 14.4) = 685, P = int((700 + 685)/2) = int(692.5) = 692.
+    assert (original[:5, 0] == 300).all() and (source[:5, 0] == 314).all() and (target[:5, 0] == 307).all()
+    assert (original[15:, 0] == 700).all() and (source[15:, 0] == 685).all() and (target[15:, 0] == 692).all()
+    # Neck anchors: the edited neck sides, still.
+    assert np.array_equal(source[5:15], original[5:15]) and np.array_equal(target[5:15], original[5:15])
+    assert set(original[5:10, 0]) == {400} and set(original[10:15, 0]) == {600}
+
+
+def test_warp_masks_come_from_the_512_grid_with_a_bilinear_fringe():
+    labels = np.zeros((512, 512), np.uint8)
+    labels[100, 200] = 1  # one skin pixel
+    labels[300:302, 250] = NECK  # two neck pixels
+    face, neck = face_and_neck_masks(labels, BIG)
+    # Parser pixel r covers rows 2r−1 … 2r+2 at 1024² (its 2×2 block plus the fringe where it weighs 1/4).
+    expected_face = np.zeros((BIG, BIG), bool)
+    expected_face[199:203, 399:403] = True
+    assert np.array_equal(face, expected_face)
+    expected_neck = np.zeros((BIG, BIG), bool)
+    expected_neck[599:605, 499:503] = True
+    assert np.array_equal(neck, expected_neck)
+    # The parser's 1024² nearest-neighbour label map (what the remover keeps) gives the same masks.
+    labels_1024 = np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1)
+    assert all(np.array_equal(a, b) for a, b in zip(face_and_neck_masks(labels_1024), (face, neck), strict=True))
 
 
 def test_face_and_neck_masks_from_labels():

@@ -17,8 +17,8 @@ route is needed for single-file downloads into a ``local_dir``. Tests point the 
 environment variable, read by :mod:`pipeline.weights.download` at call time and passed as ``endpoint=``.
 
 Switches for fault injection: ``corrupt`` (serve flipped bytes under the advertised checksum), ``html_instead``
-(serve an HTML error page), ``stall`` (hold a HEAD or GET without answering), ``not_found`` (answer 404) and a request
-log for counting calls.
+(serve an HTML error page), ``stall`` (hold a HEAD or GET without answering), ``not_found`` (answer 404), ``gated``
+(answer 401 ``GatedRepo`` for a repo) and a request log for counting calls.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class HubState:
     corrupt: set[str] = field(default_factory=set)  # filenames served with flipped bytes
     html_instead: set[str] = field(default_factory=set)  # filenames served as an HTML error page
     not_found: set[str] = field(default_factory=set)  # filenames answered with 404 EntryNotFound
+    gated: set[str] = field(default_factory=set)  # repo ids answered with 401 GatedRepo (access not granted)
     stall: set[str] = field(default_factory=set)  # HTTP methods ("HEAD", "GET") that never get an answer
     requests: list[LoggedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -188,6 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, None, {})
             return
         repo_id = head
+        if repo_id in self.state.gated:
+            self._error(401, "GatedRepo", {})
+            return
         if not any(key[0] == repo_id for key in self.state.files):
             self._error(401, "RepoNotFound", {})
             return

@@ -8,6 +8,7 @@ so setting the environment variable is enough. huggingface_hub reads ``HF_HUB_OF
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import safetensors.torch
@@ -26,7 +28,7 @@ from huggingface_hub import constants as hf_constants
 
 from pipeline.config import CHECKPOINTS_DIR, REPO_ROOT
 from pipeline.errors import WeightsError
-from pipeline.weights import checks, download
+from pipeline.weights import checks, download, registry
 from pipeline.weights.checks import WeightState, format_status, weights_status
 from pipeline.weights.cli import main
 from pipeline.weights.download import (
@@ -77,9 +79,17 @@ def sample_files() -> dict[str, bytes]:
     return {"e4e": _torch_bytes(e4e), "face_parser": _torch_bytes(parser), "vgg16": safetensors.torch.save(vgg)}
 
 
+def unpin_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift the parser's registered size/sha256, so the small sample parser file can stand for it."""
+    entries = dict(registry.REGISTRY)
+    entries["face_parser"] = dataclasses.replace(PARSER, size=None, sha256=None)
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(entries))
+
+
 @pytest.fixture
 def hub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Online, no overrides, a private HF cache, and timeouts short enough for tests."""
+    """Online, no overrides, a private HF cache, timeouts short enough for tests, and the sample parser accepted."""
+    unpin_parser(monkeypatch)
     for spec in REGISTRY.values():
         monkeypatch.delenv(spec.repo_env, raising=False)
         monkeypatch.delenv(spec.revision_env, raising=False)
