@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -44,6 +45,8 @@ from starlette.middleware import Middleware
 
 from page.cache import LruCache, pixel_hash
 from page.errors import storage_errors, user_facing_errors
+from page.examples import AUTHORS_CODE_INVERSION, ExampleCodes, example_photos
+from page.faces import faces_label, faces_overview
 from page.files import ResultFolders, wipe_temp_dir, write_result, write_sweep
 from page.http_guard import RequestBodyLimit
 from page.inputs import (
@@ -53,19 +56,23 @@ from page.inputs import (
     SafeImage,
     read_user_code,
 )
-from page.layout import Controls, Views, build_controls
+from page.layout import ENTER_APPLIES_JS, Controls, Views, build_controls
 from page.text import (
+    AUTHORS_CODE_NOTE,
+    STALE_NOTES,
     STAND_IN_BANNER,
     credits_markdown,
+    expired_link_js,
+    expired_markdown,
     header_markdown,
     notes_markdown,
+    score_markdown,
     stage_gallery,
     stage_reporter,
     weights_missing_markdown,
 )
 from pipeline import (
     CHECKPOINTS_DIR,
-    EXAMPLES_DIR,
     MAX_STEPS,
     NUM_WS,
     STAND_IN_NOTE,
@@ -106,8 +113,9 @@ FACE_CACHE_ENTRIES = 8  # detection results kept per photo
 # (RELIABILITY.md §0 item 12): device type → (inversion steps, diffuse refinement steps); never above MAX_STEPS.
 STEP_CAPS = {"cuda": (500, 300), "cpu": (100, 100)}
 SWEEP_FRAMES = 6  # frames of the strength-sweep animation, strength 0 … chosen strength
-OUTPUT_COUNT = 5  # slider, stages, downloads, summary, notes
-FACE_CHOICE_HINT = "Choose another face with “Face”."
+OUTPUT_COUNT = 6  # slider, stages, downloads, summary, notes, score
+FACE_CHOICE_HINT = "Choose another face with “Face”, or tick “Every face”."
+FACE_PREVIEW_WAIT_S = 5.0  # the face preview waits this long for a running job, then stays hidden (ours)
 # ZeroGPU time budget of one GPU call, in seconds: a base for model transfer, alignment, encoder, parsing and the
 # warp, plus per-step costs of the optimisation loops. Estimates for a ZeroGPU slice (not measured here: no GPU).
 GPU_BASE_SECONDS = 20
@@ -121,6 +129,11 @@ CSS = """
 .c2f-warning {background: #fff7e6; border: 1px solid #f0a020}
 .c2f-error {background: #fdecec; border: 1px solid #d93030}
 .c2f-notes {font-size: 0.92em}
+#c2f-score {font-size: 0.95em}
+#c2f-share-note {font-size: 0.9em}
+#c2f-share-row {align-items: center}
+@media (max-width: 640px) {#c2f-share-row {flex-direction: column; align-items: stretch}}
+#c2f-stages .caption-label {white-space: normal; max-width: 100%; font-size: 0.8em; line-height: 1.2}
 """
 
 QUEUE_OPTIONS: dict[str, Any] = {
@@ -145,6 +158,7 @@ def launch_options() -> dict[str, Any]:
         "theme": THEME,
         "css": CSS,
         "app_kwargs": {"middleware": [Middleware(RequestBodyLimit, max_bytes=MAX_REQUEST_BYTES)]},
+        "js": ENTER_APPLIES_JS,
     }
 
 
@@ -234,14 +248,14 @@ def same_parameters_as(model: Callable[..., Any]) -> Callable[[Callable[..., T]]
 
 @dataclass
 class Outcome:
-    """One processed face in the main process, before paste-back: what the outputs are made from."""
+    """The processed faces in the main process, before paste-back: what the outputs are made from."""
 
     photo: DecodedImage
-    search: FaceSearch  # the faces and the turn they were found under (the edit ran in that frame)
-    index: int  # which face was edited (0 = largest)
+    search: FaceSearch  # the faces and the turn they were found under (the edits ran in that frame)
+    gpu: dict[int, GpuResult]  # face index (0 = largest) → its GPU result, in edit order
     settings: RemovalSettings
-    gpu: GpuResult
-    cached: bool  # the alignment and inversion came from the cache
+    cached: bool  # every alignment and inversion came from the cache
+    authors_code: bool = False  # an example photo edited from the authors' W+ code
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -267,6 +281,7 @@ class RemovalApp:
         # dlib's detector and the models are not meant to be used by two threads at once.
         self.model_lock = threading.Lock()
         self.run_on_gpu = spaces.GPU(duration=gpu_seconds)(self.gpu_work)
+        self.example_codes = ExampleCodes()
 
     @property
     def stand_in(self) -> bool:
@@ -281,10 +296,13 @@ class RemovalApp:
             )
         return self.remover
 
-    def settings_from(self, controls: Sequence[Any]) -> RemovalSettings:
+    def settings_from(
+        self, controls: Sequence[Any], *, all_faces: bool = False, boundary: str = "fine/all"
+    ) -> RemovalSettings:
         """Validated settings from the page's controls: the handlers' inputs from ``strength`` to ``seed``.
 
-        Face numbers are 1-based on the page; step counts are capped for this device.
+        Face numbers are 1-based on the page; step counts are capped for this device. ``boundary`` is
+        ``"kind/variant"`` (e.g. ``"coarse/psi_0.8"``).
         """
         strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps, refine_steps, seed = (
             controls
@@ -307,6 +325,9 @@ class RemovalApp:
                 inversion_steps=min(int(inversion_steps), self.inversion_step_cap),
                 refine_steps=min(int(refine_steps), self.refine_step_cap),
                 seed=int(seed),
+                all_faces=bool(all_faces),
+                boundary=str(boundary).partition("/")[0],
+                boundary_variant=str(boundary).partition("/")[2],
             )
         except (TypeError, ValueError) as err:
             raise PipelineError(f"One of the settings is invalid: {err}.") from err
@@ -324,6 +345,14 @@ class RemovalApp:
             sweep = remover.sweep(edit, job.settings, job.sweep_frames, on_stage=on_stage) if job.sweep_frames else ()
             return GpuResult(prepared, edit, sweep)
 
+    def detected_faces(self, remover: DoubleChinRemover, image: np.ndarray, photo_key: str) -> FaceSearch:
+        """``detect``, cached per photo (call with ``model_lock`` held); turns a sideways photo if it must."""
+        search = self.face_cache.get(photo_key)
+        if search is None:
+            search = remover.detect(image)  # raises NoFaceError / FaceTooSmallError with the user's message
+            self.face_cache.put(photo_key, search)
+        return search
+
     def process(
         self,
         photo: DecodedImage | None,
@@ -332,8 +361,13 @@ class RemovalApp:
         progress: gr.Progress | None = None,
         *,
         sweep_frames: int = 0,
+        authors_codes: bool = False,
     ) -> Outcome:
-        """``detect`` (cached per photo) and ``select_faces``, then the GPU function with the cached inversion."""
+        """``detect`` (cached per photo) and ``select_faces``, then the GPU function per face (cached inversions).
+
+        With ``authors_codes``, an example photo's largest face is edited from the authors' W+ code (unless the user
+        gave a code). The sweep, when asked for, animates the first edited face.
+        """
         remover = self.require_remover()
         if photo is None:
             raise InputImageError(NO_PHOTO_MESSAGE)
@@ -341,47 +375,86 @@ class RemovalApp:
             stage_reporter(progress)("detect")
             start = time.perf_counter()
             photo_key = pixel_hash(photo.image)
-            search = self.face_cache.get(photo_key)
-            if search is None:
-                search = remover.detect(photo.image)  # NoFaceError / FaceTooSmallError; turns a sideways photo
-                self.face_cache.put(photo_key, search)
+            search = self.detected_faces(remover, photo.image, photo_key)
             faces = search.faces
-            index = remover.select_faces(faces, settings)[0]
+            frame = search.turn(photo.image)  # the photo as the faces were found (upright or turned)
+            indices = remover.select_faces(faces, settings)
+            if user_code is not None and len(indices) != 1:
+                raise PipelineError("A W+ code describes one face; untick “Every face” to use the uploaded code.")
             timings = {"detect": time.perf_counter() - start}
-            key = (photo_key, index, *settings.inversion_key(user_code))
-            cached = self.prepared_cache.get(key)
-            frame = None if cached else search.turn(photo.image)  # the photo as the face was found (upright or turned)
-            job = GpuJob(settings, faces[index], frame, cached, user_code, sweep_frames)
-            result = self.run_on_gpu(job, progress)
-            if cached is None:
-                self.prepared_cache.put(key, result.prepared)
-                add_timings(timings, result.prepared.timings)
-            add_timings(timings, result.edit.timings)
-            return Outcome(photo, search, index, settings, result, cached is not None, timings)
+            use_authors = authors_codes and user_code is None and 0 in indices
+            authors = self.example_codes.code_for(photo_key) if use_authors else None
+            results: dict[int, GpuResult] = {}
+            all_cached = True
+            for order, index in enumerate(indices):
+                code = authors if index == 0 and authors is not None else user_code
+                key = (photo_key, index, *settings.inversion_key(code))
+                cached = self.prepared_cache.get(key)
+                frames = sweep_frames if order == 0 else 0
+                job = GpuJob(settings, faces[index], None if cached else frame, cached, code, frames)
+                result = self.run_on_gpu(job, progress)
+                if cached is None:
+                    if code is authors and authors is not None:
+                        result.prepared.inversion = AUTHORS_CODE_INVERSION  # the edit shares this object
+                    self.prepared_cache.put(key, result.prepared)
+                    add_timings(timings, result.prepared.timings)
+                add_timings(timings, result.edit.timings)
+                results[index] = result
+                all_cached = all_cached and cached is not None
+            return Outcome(photo, search, results, settings, all_cached, authors is not None, timings)
 
     def outputs(self, outcome: Outcome, progress: gr.Progress | None) -> tuple[Any, ...]:
-        """``finish`` (paste back, notes), then the widgets: before/after, stages, downloads, summary and notes.
+        """``finish`` (paste back, notes), then the widgets: before/after, stages, downloads, summary, notes, score.
 
-        The notes shown under the slider leave out the models' notes (the banner at the top shows them).
+        The notes shown under the slider leave out the models' notes (the banner at the top shows them). The summary
+        (also ``settings.json``) says when the files will be deleted (``files_expire_at``, UTC).
         """
         remover = self.require_remover()
         report = stage_reporter(progress)
-        edit = outcome.gpu.edit
+        edits = {index: result.edit for index, result in outcome.gpu.items()}
         result = remover.finish(
-            outcome.photo, outcome.search, {outcome.index: edit}, outcome.settings, timings=outcome.timings,
-            on_stage=report,
-        )  # fmt: skip
+            outcome.photo, outcome.search, edits, outcome.settings, timings=outcome.timings, on_stage=report
+        )
         report("save")
         summary = result.summary()
         summary["inversion_cached"] = outcome.cached
+        expires = datetime.now(UTC) + timedelta(seconds=DELETE_CACHE[1])
+        summary["files_expire_at"] = expires.isoformat(timespec="seconds")
         with storage_errors():
             files = write_result(self.folders.new(), outcome.photo.photo, result, summary)
         shown_notes = [note for note in result.notes if note not in remover.models.notes]
-        if len(result.faces) > 1:
+        if outcome.authors_code:
+            shown_notes.insert(0, AUTHORS_CODE_NOTE)
+        if len(result.faces) > 1 and not outcome.settings.all_faces:
             shown_notes.append(FACE_CHOICE_HINT)
-        downloads = [files["result"], files["w_plus"], files["settings"]]
+        downloads = [files["result"], *(path for name, path in files.items() if name.startswith("w_plus"))]
+        downloads.append(files["settings"])
         before_after = (files["original"], files["result"])
-        return before_after, stage_gallery(edit), downloads, summary, notes_markdown(shown_notes)
+        scores = {index: edit.score for index, edit in edits.items() if edit.score is not None}
+        score = score_markdown(scores, self.stand_in)
+        return before_after, stage_gallery(edits), downloads, summary, notes_markdown(shown_notes), score
+
+    def cleared(self, notes: str) -> tuple[Any, ...]:
+        """Every result output emptied, with ``notes`` in the Notes."""
+        return None, [], None, None, notes, ""
+
+    def failed(self) -> tuple[Any, ...]:
+        """After a failed run or re-apply: nothing of an earlier result stays on the page as if it were current."""
+        return self.cleared(STALE_NOTES)
+
+    def show_faces(self, photo: DecodedImage | None) -> dict[str, Any]:
+        """The detected faces as numbered boxes over the photo; hidden without a photo, a face or the models."""
+        hidden = gr.update(value=None, visible=False)
+        if photo is None or self.remover is None or not self.model_lock.acquire(timeout=FACE_PREVIEW_WAIT_S):
+            return hidden
+        try:
+            search = self.detected_faces(self.remover, photo.image, pixel_hash(photo.image))
+        except PipelineError:  # no face, or too small: the run explains it
+            return hidden
+        finally:
+            self.model_lock.release()
+        overview = faces_overview(search.turn(photo.image), search.faces)  # drawn in the frame they were found in
+        return gr.update(value=overview, label=faces_label(len(search.faces)), visible=True)
 
     # -- event handlers (their parameter names are the API's) --------------------------------------------------------
 
@@ -398,32 +471,51 @@ class RemovalApp:
         refine_steps: float,
         seed: float,
         w_plus_code: str | None,
+        all_faces: bool = False,
+        boundary: str = "fine/all",
+        authors_codes: bool = True,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio injects it by this default
     ) -> tuple[Any, ...]:
-        """Remove the double chin of one face; returns before/after, stages, downloads, summary and notes."""
+        """Remove the double chin of one face (or every face).
+
+        Returns:
+            before/after, stages, downloads, summary, notes and the double-chin score readout.
+        """
         with user_facing_errors():
             controls = (strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps)
-            settings = self.settings_from((*controls, refine_steps, seed))
-            outcome = self.process(photo, settings, read_user_code(w_plus_code), progress)
+            settings = self.settings_from((*controls, refine_steps, seed), all_faces=all_faces, boundary=boundary)
+            code = read_user_code(w_plus_code)
+            outcome = self.process(photo, settings, code, progress, authors_codes=bool(authors_codes))
             return self.outputs(outcome, progress)
 
     @same_parameters_as(remove_double_chin)
     def apply_if_photo(self, photo: DecodedImage | None, *values: Any) -> tuple[Any, ...]:
-        """A control changed: apply it if there is a photo (with the cached inversion), else change nothing."""
+        """A control changed: apply it if there is a photo (with the cached inversion), else clear the outputs.
+
+        Values, not ``gr.skip()``: after a property update Gradio keeps a copy of the component under a new id for
+        the session, and a share link then restores later results into a component the page does not have.
+        """
         if photo is None:
-            return tuple(gr.skip() for _ in range(OUTPUT_COUNT))
+            return self.cleared("")
         return self.remove_double_chin(photo, *values)
 
     @same_parameters_as(remove_double_chin)
     def strength_sweep(self, photo: DecodedImage | None, *values: Any) -> str:
-        """An animated WebP of the aligned face from strength 0 to the chosen strength (uses the cached inversion)."""
-        *controls, w_plus_code, progress = values
+        """An animated WebP of the (first) edited face from strength 0 to the chosen strength (cached inversion)."""
+        bound = inspect.signature(self.remove_double_chin).bind(photo, *values)
+        bound.apply_defaults()
+        args = bound.arguments
         with user_facing_errors():
-            settings = self.settings_from(controls)
-            outcome = self.process(photo, settings, read_user_code(w_plus_code), progress, sweep_frames=SWEEP_FRAMES)
-            stage_reporter(progress)("save")
+            controls = [args[name] for name in list(args)[1:10]]  # strength … seed
+            settings = self.settings_from(controls, all_faces=args["all_faces"], boundary=args["boundary"])
+            outcome = self.process(
+                photo, settings, read_user_code(args["w_plus_code"]), args["progress"], sweep_frames=SWEEP_FRAMES,
+                authors_codes=bool(args["authors_codes"]),
+            )  # fmt: skip
+            stage_reporter(args["progress"])("save")
             with storage_errors():
-                return write_sweep(self.folders.new() / "strength_sweep.webp", outcome.gpu.sweep)
+                frames = next(iter(outcome.gpu.values())).sweep
+                return write_sweep(self.folders.new() / "strength_sweep.webp", frames)
 
     def example(self, photo: DecodedImage | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         """Default settings on an example photo (used to cache the examples' results)."""
@@ -431,7 +523,7 @@ class RemovalApp:
         return self.remove_double_chin(
             photo, defaults.strength, defaults.auto_strength, defaults.method, defaults.inversion, 1, [],
             min(defaults.inversion_steps, self.inversion_step_cap), min(defaults.refine_steps, self.refine_step_cap),
-            defaults.seed, None, progress,
+            defaults.seed, None, False, f"{defaults.boundary}/{defaults.boundary_variant}", True, progress,
         )  # fmt: skip
 
 
@@ -476,16 +568,24 @@ def build_demo(loaded: DoubleChinRemover | WeightsError, startup_check: StartupC
         views = Views.create()
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                controls, run_button = build_controls(
+                controls, run_button, face_preview = build_controls(
                     app.defaults,
                     (app.inversion_step_cap, app.refine_step_cap),
                     lambda photo: add_examples(app, photo, views.results()),
                 )
             with gr.Column(scale=7):
-                sweep_button = views.render()
+                sweep_button = views.render(DELETE_CACHE[1])
         with gr.Accordion("Credits and licences", open=False):
             gr.Markdown(credits_markdown())
         wire_events(app, controls, views, run_button, sweep_button)
+        controls.photo.change(
+            app.show_faces, controls.photo, face_preview, api_visibility="private", show_progress="hidden"
+        )
+        # A share link restores the outputs, whose files live about DELETE_CACHE[1] s (the summary's
+        # files_expire_at): past that, the page opens empty with a note instead of broken images and downloads.
+        # In the browser (no server round trip), so a restored page keeps its components as they were.
+        restored = [controls.photo, face_preview, *views.results()]
+        demo.load(None, restored, restored, js=expired_link_js(expired_markdown(DELETE_CACHE[1])))
     return demo
 
 
@@ -496,7 +596,7 @@ def add_examples(app: RemovalApp, photo: SafeImage, outputs: list[gr.components.
     """
     cache = app.remover is not None and not app.stand_in
     gr.Examples(
-        [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.jpg"))],
+        [[str(path)] for path in example_photos()],
         inputs=[photo],
         outputs=outputs if cache else None,
         fn=app.example if cache else None,
@@ -512,15 +612,26 @@ def wire_events(
 ) -> None:
     """Connect the buttons and the controls that re-apply an edit; every model job shares one queue slot."""
     inputs, outputs = controls.inputs(), views.results()
-    model_job = {"concurrency_id": "model", "concurrency_limit": 1}
-    run_button.click(
+    # The progress bar is drawn over the before/after slider only, not over every output and the Notes.
+    model_job = {"concurrency_id": "model", "concurrency_limit": 1, "show_progress_on": views.slider}
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    run = run_button.click(
         app.remove_double_chin, inputs, outputs, api_name="remove_double_chin", trigger_mode="once", **model_job
     )
-    for event in (controls.strength.release, controls.method.input, controls.auto_strength.input):
-        event(app.apply_if_photo, inputs, outputs, api_visibility="private", trigger_mode="always_last", **model_job)
-    sweep_button.click(
-        app.strength_sweep, inputs, views.sweep, api_name="strength_sweep", trigger_mode="once", **model_job
-    )
+    run.failure(app.failed, None, outputs, **private)
+    for event in (
+        controls.strength.release, controls.method.input, controls.auto_strength.input, controls.boundary.input,
+        controls.all_faces.input,
+    ):  # fmt: skip
+        applied = event(
+            app.apply_if_photo, inputs, outputs, api_visibility="private", trigger_mode="always_last", **model_job
+        )
+        applied.failure(app.failed, None, outputs, **private)
+    sweep = sweep_button.click(
+        app.strength_sweep, inputs, views.sweep, api_name="strength_sweep", trigger_mode="once",
+        **{**model_job, "show_progress_on": views.sweep},
+    )  # fmt: skip
+    sweep.failure(lambda: None, None, views.sweep, **private)
 
 
 if __name__ == "__main__":  # a fresh server keeps nothing of an earlier run's users (RELIABILITY.md §6.2 item 18)

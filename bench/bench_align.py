@@ -1,6 +1,6 @@
 """Benchmark: decode + detect + align of a 24 MP JPEG (issue target: median ≤ 2 s on the project CPU).
 
-The JPEG is synthesised in memory: a reference photo (examples/*.jpg) scaled up and placed in a 6000×4000 canvas of
+The JPEG is synthesised in memory: a reference photo (examples/*.png) scaled up and placed in a 6000×4000 canvas of
 smooth clutter, encoded at quality 92. Run by hand:
 
     .venv/bin/python -m bench.bench_align --runs 7 [--at-border]
@@ -45,7 +45,7 @@ def make_jpeg(face_scale: float, *, at_border: bool, seed: int = 0) -> bytes:
         stripe = canvas[top : top + NOISE_STRIPE_ROWS]
         noise = rng.integers(-NOISE_LEVEL, NOISE_LEVEL + 1, stripe.shape, dtype=np.int16)
         stripe[:] = np.clip(stripe + noise, 0, 255)
-    photo = decode_image(sorted(EXAMPLES_DIR.glob("*.jpg"))[0])
+    photo = decode_image(sorted(EXAMPLES_DIR.glob("*.png"))[0])
     side = round(photo.shape[0] * face_scale)
     face = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
     left = (width - side) // 3

@@ -2,7 +2,7 @@
 
 Run by hand from the repository root::
 
-    .venv/bin/python -m bench.bench_app [--runs 7] [--full-generator] [--photo examples/00016.jpg] [--threads 2]
+    .venv/bin/python -m bench.bench_app [--runs 7] [--full-generator] [--photo examples/00016.png] [--threads 2]
 
 The app is imported exactly as the Space imports it (models load at import, ``C2F_*`` environment), with small random
 stand-in weights (written to a temporary folder unless ``--weights-dir`` is given). ``--full-generator`` swaps in a
@@ -52,7 +52,7 @@ def with_full_size_generator(remover: DoubleChinRemover) -> DoubleChinRemover:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed slider changes (default 7)")
-    parser.add_argument("--photo", type=Path, default=EXAMPLES_DIR / "00016.jpg", help="photo to edit")
+    parser.add_argument("--photo", type=Path, default=EXAMPLES_DIR / "00016.png", help="photo to edit")
     parser.add_argument("--weights-dir", type=Path, default=None, help="weights folder (default: fresh stand-ins)")
     parser.add_argument("--full-generator", action="store_true", help="random generator of the real FFHQ size")
     parser.add_argument("--method", choices=("warp", "diffuse"), default="warp", help="refinement (default warp)")

@@ -9,7 +9,7 @@ Usage (from the repo root)::
 ``--tune-lambda`` / ``--tune-inversion`` (real weights only) print the diffuse feature weight λ and the inversion
 loss weights to paste into the settings (:mod:`bench.tune_weights`, docs/first-run.md).
 
-Fixtures: the 7 official reference photos (``examples/*.jpg``, FFHQ-aligned 1024²) with their official W+ codes
+Fixtures: the 7 official reference photos (``examples/*.png``, FFHQ-aligned 1024²) with their official W+ codes
 (``examples/codes``). For each, as the remover does it: the fine/all boundary edit at strength −5 with the diffuse
 style mixing (layers 7–17 restored), the neck mask from a synthetic label map of the photo's dlib landmarks
 (:func:`bench.full_size.synthetic_labels`; the random parser's labels are noise), the hard-pasted target, the
@@ -126,7 +126,7 @@ def build_generator(kind: str, weights_dir: str | None) -> Generator:
 
 
 def scene(name: str, generator: Generator) -> dict[str, np.ndarray]:
-    photo = decode_image(EXAMPLES_DIR / f"{name}.jpg")
+    photo = decode_image(EXAMPLES_DIR / f"{name}.png")
     code = np.load(EXAMPLES_DIR / "codes" / f"{name}_wp.npy").astype(np.float32)
     landmarks = find_faces(photo)[0].landmarks
     region = neck_mask(synthetic_labels(landmarks, photo.shape[0]), landmarks, settings=NECK_MASK_DIFFUSE)
@@ -222,7 +222,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    names = args.codes or sorted(path.stem for path in EXAMPLES_DIR.glob("*.jpg"))
+    names = args.codes or sorted(path.stem for path in EXAMPLES_DIR.glob("*.png"))
     if args.tune_lambda or args.tune_inversion:
         if args.weights_dir is None:
             parser.error("--tune-lambda / --tune-inversion need --weights-dir (the real weights)")

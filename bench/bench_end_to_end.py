@@ -8,7 +8,7 @@ Usage (from the repo root)::
 
 The weights are full-size random stand-ins in the real file formats (:mod:`bench.full_size`: IR-SE-50 e4e + FFHQ
 config-f generator, BiSeNet, VGG16), so every stage costs what it costs with the real weights; the photo is a
-4000×3000 JPEG with the reference face ``examples/00016.jpg`` at 1280² (aligned crop ≈ a 0.8× downscale).
+4000×3000 JPEG with the reference face ``examples/00016.png`` at 1280² (aligned crop ≈ a 0.8× downscale).
 
 Cases (each a separate process when run by :mod:`bench.run_all`, so peak RSS is per case):
 

@@ -82,7 +82,7 @@ def release_free_memory() -> None:
 
 def make_photos(folder: Path, count: int) -> list[Path]:
     """``count`` distinct portraits: the example faces in turn, on canvases of different colours and positions."""
-    examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
+    examples = sorted(EXAMPLES_DIR.glob("*.png"))
     paths = []
     for index in range(count):
         width, height = PHOTO_SIZE

@@ -35,7 +35,7 @@ def portrait(size: tuple[int, int]) -> np.ndarray:
     width, height = size
     side = int(min(size) * 0.6)
     canvas = Image.new("RGB", size, (120, 110, 100))
-    face = Image.open(EXAMPLES_DIR / "00016.jpg").convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
+    face = Image.open(EXAMPLES_DIR / "00016.png").convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
     canvas.paste(face, ((width - side) // 2, (height - side) // 3))
     return np.asarray(canvas).copy()
 

@@ -55,7 +55,7 @@ DONE_MARKER = "COMPLETE"
 LATENT_AVG_SAMPLES = 4096  # z's averaged for latent_avg (as StyleGAN2's mean_latent)
 
 PHOTO_CANVAS = (4000, 3000)  # (width, height): 12 MP
-PHOTO_SOURCE = "00016.jpg"  # an official reference photo (an FFHQ-aligned 1024² face)
+PHOTO_SOURCE = "00016.png"  # an official reference photo (an FFHQ-aligned 1024² face)
 PHOTO_FACE_SCALE = 1.25  # the 1024² reference is placed at 1280² so the aligned crop is a slight downscale
 PHOTO_QUALITY = 92
 CLUTTER_CELL = 64  # px: size of the smooth random background's cells
@@ -193,15 +193,18 @@ class SyntheticLabelParser(torch.nn.Module):
         self._maps: tuple[torch.Tensor, torch.Tensor] | None = None
         self._calls = 0
 
-    def set_landmarks(self, landmarks: np.ndarray, aligned_size: int) -> None:
-        """Landmarks of the face in its ``aligned_size``² crop; resets the call counter."""
+    def set_landmarks(self, landmarks: np.ndarray, aligned_size: int, *, edited: bool = False) -> None:
+        """Landmarks of the face in its ``aligned_size``² crop; resets the call counter.
+
+        With ``edited`` the next call already gets the edited render's map (the aligned photo was parsed earlier).
+        """
         scaled = np.asarray(landmarks, dtype=np.float64) * PARSER_INPUT_SIZE / aligned_size
         maps = (
             synthetic_labels(scaled, PARSER_INPUT_SIZE),
             synthetic_labels(scaled, PARSER_INPUT_SIZE, jaw_lift=EDITED_JAW_LIFT),
         )
         self._maps = tuple(self._one_hot(labels) for labels in maps)
-        self._calls = 0
+        self._calls = 1 if edited else 0
 
     def reset(self) -> None:
         """The next call is the aligned photo again (a new run of the same photo)."""

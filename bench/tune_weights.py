@@ -11,7 +11,7 @@ Called by ``bench.bench_diffuse_quality --weights-dir DIR --tune-lambda`` and ``
   measure is the difference between the Caffe and torchvision trainings of VGG16.
 - **Inversion loss weights.** :func:`inversion_scores` runs the optimisation inversion from the e4e code for a few
   (pixel, perceptual) weight pairs and scores each result with the known-answer measures
-  (:mod:`pipeline.weights.known_answers`): face-box PSNR to the photo and the PSNR margin over the other photos.
+  (:mod:`pipeline.verification.known_answers`): face-box PSNR to the photo and the PSNR margin over the other photos.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pipeline.networks.encoder import invert_with_encoder
 from pipeline.networks.perceptual import IMAGENET_MEAN, IMAGENET_STD, perceptual_distance
 from pipeline.refinement.diffuse import DiffuseSettings
 from pipeline.remover import FEATURE_TAP, diffuse_features
-from pipeline.weights.known_answers import face_region, load_examples, psnr_matrix
+from pipeline.verification.known_answers import face_region, load_examples, psnr_matrix
 
 OFFICIAL_FEATURE_WEIGHT = 1e-4  # main_diffuse.py default λ (METHOD.md §7)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # idinvert / Caffe VGG16 channel means (given BGR there), in RGB order

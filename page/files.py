@@ -27,6 +27,10 @@ SWEEP_FRAME_SIZE = 384  # side of each animation frame in pixels (the aligned cr
 SWEEP_FRAME_MS = 220  # display time of each frame
 SWEEP_WEBP_QUALITY = 85
 RESULTS_SUBDIR = "c2f-results"  # per-request folders under Gradio's cache
+# Gradio writes each share link's page state to <upload folder>/deep_links/<id>/state.json (gradio/routes.py,
+# the /gradio_api/deep_link route) and never deletes it; the sweeps below give links the lifetime of the results.
+DEEP_LINKS_SUBDIR = "deep_links"
+OUR_SUBDIRS = (RESULTS_SUBDIR, DEEP_LINKS_SUBDIR)
 # What earlier runs leave in Gradio's temporary folder (wiped at start, see wipe_temp_dir): Gradio keeps each uploaded
 # or cached file in a folder named after its sha256 (gradio/processing_utils.py::hash_file, route_utils.upload_fn) and
 # streams uploads into NamedTemporaryFile()s ("tmp…") in the folder itself.
@@ -65,11 +69,17 @@ class ResultFolders:
         return folder
 
     def sweep(self) -> int:
-        """Delete folders older than ``max_age_s``; returns how many were removed."""
-        if not self.root.is_dir():
+        """Delete result folders and share links older than ``max_age_s``; returns how many were removed."""
+        removed = 0
+        for root in (self.root, self.root.parent / DEEP_LINKS_SUBDIR):
+            removed += self._sweep(root)
+        return removed
+
+    def _sweep(self, root: Path) -> int:
+        if not root.is_dir():
             return 0
         removed = 0
-        for folder in self.root.iterdir():
+        for folder in root.iterdir():
             try:
                 if time.time() - folder.stat().st_mtime > self.max_age_s:
                     shutil.rmtree(folder)
@@ -84,8 +94,9 @@ def wipe_temp_dir(folder: Path | None = None) -> int:
 
     Gradio's ``delete_cache`` sweep does not run when the process is killed (RELIABILITY.md §6.2 item 18), so a
     restarted server would otherwise keep the previous users' photos. Only what Gradio and this app create there is
-    removed: sha256-named folders, the results folder and partial uploads. Anything else is left alone, and symbolic
-    links are removed without following them. Call it before the page is built (building it caches the examples).
+    removed: sha256-named folders, the results folder, share links and partial uploads. Anything else is left alone,
+    and symbolic links are removed without following them. Call it before the page is built (building it caches the
+    examples).
 
     Args:
         folder: the folder to clean (default: Gradio's, which ``GRADIO_TEMP_DIR`` sets).
@@ -98,7 +109,7 @@ def wipe_temp_dir(folder: Path | None = None) -> int:
         return 0
     removed = 0
     for entry in folder.iterdir():
-        ours = GRADIO_HASH_FOLDER.fullmatch(entry.name) is not None or entry.name == RESULTS_SUBDIR
+        ours = GRADIO_HASH_FOLDER.fullmatch(entry.name) is not None or entry.name in OUR_SUBDIRS
         partial_upload = entry.name.startswith(GRADIO_PARTIAL_UPLOAD_PREFIX) and entry.is_file()
         if not (ours or partial_upload):
             continue
@@ -138,19 +149,23 @@ def write_sweep(path: Path, frames: tuple[np.ndarray, ...]) -> str:
 def write_result(
     folder: Path, original: SourcePhoto, result: RemovalResult, summary: dict[str, object]
 ) -> dict[str, str]:
-    """Write the before/after PNGs (each in the photo's own form), the face's W+ code and the summary into ``folder``.
+    """Write the before/after PNGs (each in the photo's own form), each edited face's W+ code and the summary.
+
+    One edited face gives ``w_plus.npy``; several give ``w_plus_face<N>.npy`` (N counted from 1, largest first),
+    each a (1, 18, 512) code that the page's W+ upload accepts.
 
     Returns:
-        name → path of each file written ("original", "result", "w_plus", "settings").
+        name → path of each file written ("original", "result", the codes, "settings").
     """
-    edit = next(iter(result.edits.values()))
     assert result.photo is not None, "DoubleChinRemover.finish always writes the result back into the photo's form"
     paths = {
         "original": write_png(folder / "original.png", original),
         "result": write_png(folder / "result.png", result.photo),
-        "w_plus": str(folder / "w_plus.npy"),
-        "settings": str(folder / "settings.json"),
     }
-    np.save(paths["w_plus"], edit.prepared.w_plus)
+    for index, edit in sorted(result.edits.items()):
+        name = "w_plus" if len(result.edits) == 1 else f"w_plus_face{index + 1}"
+        paths[name] = str(folder / f"{name}.npy")
+        np.save(paths[name], edit.prepared.w_plus)
+    paths["settings"] = str(folder / "settings.json")
     Path(paths["settings"]).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return paths

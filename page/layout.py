@@ -17,10 +17,36 @@ from page.inputs import (
     SettingRadio,
     SettingSlider,
 )
-from pipeline import NUM_WS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings
+from page.text import share_markdown
+from pipeline import BOUNDARY_VARIANTS, NUM_WS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings
 
 MAX_FACE_NUMBER = 15  # "too many faces (>15)" bound of RELIABILITY.md §2.3 (a CodeFormer Space derivative)
 STEP_INCREMENT = 10
+BOUNDARY_NAMES = {"fine": "Fine (W+, one per layer)", "coarse": "Coarse (W, one for all layers)"}
+VARIANT_NAMES = {"all": "all data", "psi_0.5": "ψ 0.5", "psi_0.8": "ψ 0.8"}  # training data truncation (METHOD §4)
+
+# Enter in the strength slider's number box applies the typed value: the slider applies it when the box loses focus
+# (Gradio's Slider dispatches "release" on blur and has no submit event), so Enter blurs the box.
+ENTER_APPLIES_JS = """
+() => {
+  document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+        && box.closest("#c2f-strength")) {
+      box.blur();
+    }
+  });
+}
+"""
+
+
+def boundary_choices() -> list[tuple[str, str]]:
+    """(label, value) of every boundary the authors ship; the value is ``"kind/variant"``."""
+    return [
+        (f"{BOUNDARY_NAMES[kind]} · {VARIANT_NAMES[variant]}", f"{kind}/{variant}")
+        for kind in ("fine", "coarse")
+        for variant in BOUNDARY_VARIANTS[kind]
+    ]
 
 
 @dataclass
@@ -38,6 +64,9 @@ class Controls:
     refine_steps: SettingSlider
     seed: SettingNumber
     w_plus_code: CodeFile
+    all_faces: SettingCheckbox
+    boundary: SettingRadio
+    authors_codes: SettingCheckbox
 
     def inputs(self) -> list[gr.components.Component]:
         """Every input, in handler order."""
@@ -46,18 +75,27 @@ class Controls:
 
 def build_controls(
     defaults: RemovalSettings, step_caps: tuple[int, int], add_examples: Callable[[SafeImage], None]
-) -> tuple[Controls, gr.Button]:
+) -> tuple[Controls, gr.Button, gr.Image]:
     """The photo input, its examples, the run button and every setting (bounds from :mod:`pipeline.settings`).
 
     Args:
         defaults: the settings the controls start at.
         step_caps: the most (inversion, diffuse refinement) steps a user may ask for here.
         add_examples: places the examples under the photo input.
+
+    Returns:
+        The controls, the run button and the preview of the detected faces (numbered boxes).
     """
     photo = SafeImage(
         label="Portrait", sources=["upload", "webcam", "clipboard"], type="numpy", height=380, elem_id="c2f-photo"
     )
     add_examples(photo)
+    authors_codes = SettingCheckbox(
+        value=True,
+        label="Examples: use the authors' W+ codes",
+        info="The example photos come with the authors' own inversions; untick to run the encoder on them instead.",
+        elem_id="c2f-authors-codes",
+    )
     run_button = gr.Button("Remove double chin", variant="primary", elem_id="c2f-run")
     strength = SettingSlider(
         STRENGTH_MIN,
@@ -65,19 +103,32 @@ def build_controls(
         value=defaults.strength,
         step=0.5,
         label="Strength",
-        info="More negative removes more; 0 returns the photo exactly as uploaded. Applied as soon as you let go.",
+        info=(
+            "More negative removes more; 0 returns the photo exactly as uploaded. "
+            "Applied when you let go (or press Enter)."
+        ),
         elem_id="c2f-strength",
     )
-    with gr.Row(equal_height=True):
-        auto_strength = SettingCheckbox(
-            value=defaults.auto_strength,
-            label="Automatic strength",
-            info="Per-layer steps from the boundary's scores replace the slider.",
-            scale=1,
-        )
+    auto_strength = SettingCheckbox(
+        value=defaults.auto_strength,
+        label="Automatic strength",
+        info="Per-layer steps from the boundary's scores replace the slider.",
+    )
+    with gr.Row(equal_height=True, elem_id="c2f-face-row"):
         face_number = SettingNumber(
-            1, label="Face (1 = largest)", precision=0, minimum=1, maximum=MAX_FACE_NUMBER, scale=0, min_width=170
+            1, label="Face (1 = largest)", precision=0, minimum=1, maximum=MAX_FACE_NUMBER, scale=1, min_width=140
         )
+        all_faces = SettingCheckbox(
+            value=False,
+            label="Every face",
+            info="Edit all faces found, like the CLI's --all-faces.",
+            scale=1,
+            min_width=140,
+            elem_id="c2f-all-faces",
+        )
+    face_preview = gr.Image(
+        label="Faces found", type="numpy", interactive=False, visible=False, height=240, elem_id="c2f-faces"
+    )
     with gr.Row():
         method = SettingRadio(
             [("Warp — fast", "warp"), ("Diffuse — paper quality, slow", "diffuse")],
@@ -90,12 +141,20 @@ def build_controls(
             label="Inversion quality",
         )
     with gr.Accordion("Advanced", open=False):
+        boundary = SettingRadio(
+            boundary_choices(),
+            value=f"{defaults.boundary}/{defaults.boundary_variant}",
+            label="Double-chin boundary",
+            info="The paper compares a coarse W-space boundary with the fine per-layer W+ one (the default). "
+            "Automatic strength needs fine · all data.",
+            elem_id="c2f-boundary",
+        )
         mix_layers, inversion_steps, refine_steps, seed, w_plus_code = build_advanced_controls(defaults, step_caps)
     controls = Controls(
         photo, strength, auto_strength, method, inversion, face_number, mix_layers, inversion_steps, refine_steps,
-        seed, w_plus_code,
+        seed, w_plus_code, all_faces, boundary, authors_codes,
     )  # fmt: skip
-    return controls, run_button
+    return controls, run_button, face_preview
 
 
 def build_advanced_controls(
@@ -126,7 +185,9 @@ def build_advanced_controls(
     )
     seed = SettingNumber(defaults.seed, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
     w_plus_code = CodeFile(
-        label="W+ code (.npy or .pt, optional: skips the inversion)", file_types=[".npy", ".pt", ".pth"], height=90
+        label="W+ code (.npy or .pt, optional: skips the inversion)",
+        file_types=[".npy", ".pt", ".pth"],
+        elem_id="c2f-code",
     )
     return mix_layers, inversion_steps, refine_steps, seed, w_plus_code
 
@@ -140,6 +201,7 @@ class Views:
     downloads: gr.File
     summary: gr.JSON
     notes: gr.Markdown
+    score: gr.Markdown
     sweep: gr.Image
 
     @classmethod
@@ -156,29 +218,38 @@ class Views:
                 render=False,
             ),
             stages=gr.Gallery(
-                label="Stages", columns=5, format="jpeg", object_fit="contain", height=230, render=False
+                label="Stages",
+                columns=5,
+                format="jpeg",
+                object_fit="contain",
+                height=260,
+                elem_id="c2f-stages",
+                render=False,
             ),
             downloads=gr.File(label="Downloads", file_count="multiple", interactive=False, render=False),
             summary=gr.JSON(label="Summary", render=False),
-            notes=gr.Markdown(label="Notes", elem_classes=["c2f-notes"], render=False),
+            notes=gr.Markdown(label="Notes", elem_classes=["c2f-notes"], elem_id="c2f-notes", render=False),
+            score=gr.Markdown(elem_id="c2f-score", render=False),
             sweep=gr.Image(label="Strength sweep", type="filepath", interactive=False, height=400, render=False),
         )
 
     def results(self) -> list[gr.components.Component]:
         """The outputs of a removal, in the handlers' return order."""
-        return [self.slider, self.stages, self.downloads, self.summary, self.notes]
+        return [self.slider, self.stages, self.downloads, self.summary, self.notes, self.score]
 
-    def render(self) -> gr.Button:
-        """Lay the outputs out in the current column; returns the sweep button."""
+    def render(self, files_kept_s: int) -> gr.Button:
+        """Lay the outputs out in the current column; returns the sweep button.
+
+        Args:
+            files_kept_s: how long result files are kept (what the share link's note promises).
+        """
         self.slider.render()
+        self.score.render()
+        with gr.Row(equal_height=False, elem_id="c2f-share-row"):
+            gr.DeepLinkButton("Copy a share link", "Link copied", size="md", scale=0, min_width=190)
+            gr.Markdown(share_markdown(files_kept_s), elem_id="c2f-share-note")
         self.notes.render()
-        with gr.Tabs():
-            with gr.Tab("Stages"):
-                gr.Markdown("Aligned crop → reconstruction → edited render → neck mask → refined crop (previews).")
-                self.stages.render()
-            with gr.Tab("Strength sweep"):
-                sweep_button = gr.Button("Animate from strength 0 to the chosen strength", elem_id="c2f-sweep")
-                self.sweep.render()
+        with gr.Tabs():  # short names, Downloads first: all three fit a 390-px phone screen
             with gr.Tab("Downloads"):
                 gr.Markdown(
                     "`result.png` (lossless, full size) · `w_plus.npy` (the face's W+ code; upload it "
@@ -186,4 +257,10 @@ class Views:
                 )
                 self.downloads.render()
                 self.summary.render()
+            with gr.Tab("Stages"):
+                gr.Markdown("Aligned crop → reconstruction → edited render → neck mask → refined crop (previews).")
+                self.stages.render()
+            with gr.Tab("Sweep"):
+                sweep_button = gr.Button("Animate from strength 0 to the chosen strength", elem_id="c2f-sweep")
+                self.sweep.render()
         return sweep_button

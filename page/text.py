@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable
 
 import gradio as gr
 import numpy as np
 
-from pipeline import REGISTRY, STAND_IN_NOTE, FaceEdit, WeightsError, format_status, mask_overlay, weights_status
+from pipeline import (
+    REGISTRY,
+    STAND_IN_NOTE,
+    FaceEdit,
+    ScoreChange,
+    WeightsError,
+    format_status,
+    mask_overlay,
+    weights_status,
+)
 
 STAND_IN_BANNER = (
     f"**{STAND_IN_NOTE}** They exist to test the app offline; point `C2F_WEIGHTS_DIR` at the real weights (or let "
@@ -30,6 +40,20 @@ STAGE_PROGRESS = {  # pipeline stage → (fraction done when it starts, label sh
     "paste_back": (0.9, "Pasting the face back into the photo"),
     "save": (0.95, "Saving the results"),
 }
+
+STALE_NOTES = (
+    "**The last run failed** (its message is shown above), so the results of the run before it were cleared: "
+    "nothing here belongs to the current photo and settings."
+)
+AUTHORS_CODE_NOTE = (
+    "This example photo was edited from the authors' own W+ code (their StyleGAN2 projector's inversion), so the "
+    "result follows the paper's inversion. Untick “Examples: use the authors' W+ codes” to run the encoder instead."
+)
+SCORE_EXPLANATION = (
+    "Where the face's W+ code lies relative to the authors' fine double-chin boundary, averaged over the layers the "
+    "edit changes: **positive = double-chin side, negative = no double chin**; the edit moves it by the strength. "
+    "A rough guide measured on the code, not a verdict on the photo."
+)
 
 PAPER_URL = "https://doublechinremoval.github.io/"
 CODE_URL = (
@@ -53,8 +77,8 @@ An independent implementation of [*Coarse-to-Fine: Facial Structure Editing of P
 Classifications*]({PAPER_URL}) by Yiqian Wu, Yong-Liang Yang, Qinjie Xiao and Xiaogang Jin (ACM TOG 40(4),
 SIGGRAPH 2021; [official code]({CODE_URL})).
 **Terms:** non-commercial research and personal use only — the StyleGAN2, face-parsing and landmark weights and the
-example photos carry non-commercial licences (details at the bottom). Photos are processed in memory; result files
-are deleted within about {files_kept_s // 60} minutes.
+example photos carry non-commercial licences (details at the bottom). Photos are processed in memory; uploads,
+result files and share links are deleted within about {files_kept_s // 60} minutes.
 """
 
 
@@ -111,18 +135,87 @@ def stage_reporter(progress: gr.Progress | None) -> Callable[[str], None]:
     return report
 
 
-def stage_gallery(edit: FaceEdit) -> list[tuple[np.ndarray, str]]:
-    """The intermediate images of one face edit, in order, with captions."""
-    prepared = edit.prepared
-    return [
-        (prepared.aligned.image, "1 · Aligned crop"),
-        (prepared.reconstruction, f"2 · Reconstruction ({prepared.inversion})"),
-        (edit.edited, "3 · Edited render"),
-        (mask_overlay(prepared.aligned.image, edit.blend_mask), "4 · Neck mask"),
-        (edit.refined, "5 · Refined crop"),
-    ]
+def stage_gallery(edits: dict[int, FaceEdit]) -> list[tuple[np.ndarray, str]]:
+    """The intermediate images of each face edit, in order, with captions (prefixed by the face when several)."""
+    items = []
+    for index, edit in sorted(edits.items()):
+        prepared = edit.prepared
+        face = f"Face {index + 1} · " if len(edits) > 1 else ""
+        items += [
+            (prepared.aligned.image, f"{face}1 · Aligned crop"),
+            (prepared.reconstruction, f"{face}2 · Reconstruction ({prepared.inversion})"),
+            (edit.edited, f"{face}3 · Edited render"),
+            (mask_overlay(prepared.aligned.image, edit.blend_mask), f"{face}4 · Neck mask"),
+            (edit.refined, f"{face}5 · Refined crop"),
+        ]
+    return items
+
+
+def share_markdown(files_kept_s: int) -> str:
+    """What a share link keeps, and for how long (the same promise as the privacy note in the header)."""
+    minutes = files_kept_s // 60
+    return (
+        f"<small>The link opens this page as it is now (photo, settings, results) for anyone who has it. Like every "
+        f"upload and result, its files are deleted about {minutes} minutes after the run; after that the link opens "
+        "an empty page that says it has expired.</small>"
+    )
+
+
+def expired_markdown(files_kept_s: int) -> str:
+    """Shown when a share link is opened after its files were deleted."""
+    return (
+        f"**This shared link has expired.** Its photo and results were deleted about {files_kept_s // 60} minutes "
+        "after the run, as the note at the top says. Upload the photo again to redo the edit."
+    )
+
+
+def score_markdown(scores: dict[int, ScoreChange], stand_in: bool) -> str:
+    """The double-chin score readout: "Double-chin score 2.1 → −2.9" per edited face, with what it means.
+
+    Args:
+        scores: face index (0-based) → its score change.
+        stand_in: the weights are stand-ins (the encoder's code, and so the score, means nothing).
+    """
+    if not scores:
+        return ""
+    lines = []
+    for index, score in sorted(scores.items()):
+        face = f" (face {index + 1})" if len(scores) > 1 else ""
+        aim = "" if score.target is None else f"; the automatic strength aimed for {score.target:.1f}"
+        layers = layer_list(score.layers)
+        lines.append(f"**Double-chin score{face}: {score.arrow()}** ({layers}{aim.replace('-', '−')})")
+    caveat = " With stand-in weights the code is random, so the score means nothing here." if stand_in else ""
+    return "  \n".join(lines) + f"\n\n<small>{SCORE_EXPLANATION}{caveat}</small>"
+
+
+def layer_list(layers: tuple[int, ...]) -> str:
+    """How W+ layers read on the page: “layers 0–5” for a run, “layers 0, 2, 5” otherwise, “layer 3” for one."""
+    if len(layers) == 1:
+        return f"layer {layers[0]}"
+    if list(layers) == list(range(layers[0], layers[-1] + 1)):
+        return f"layers {layers[0]}–{layers[-1]}"
+    return "layers " + ", ".join(str(layer) for layer in layers)
 
 
 def notes_markdown(notes: list[str]) -> str:
     """Notes as a Markdown list (empty string when there are none)."""
     return "\n".join(["**Notes**", *(f"- {html.escape(note, quote=False)}" for note in notes)]) if notes else ""
+
+
+def expired_link_js(expired_notes: str) -> str:
+    """The page-load function that empties a shared page whose files have expired (runs in the browser).
+
+    It takes and returns the values of (photo, faces preview, before/after, stages, downloads, summary, notes,
+    score): unchanged while ``summary["files_expire_at"]`` lies ahead (or there is no summary), else all empty with
+    ``expired_notes`` in the Notes. A restored summary can arrive as text (Gradio 6.31 writes a gr.JSON value into
+    the link's state as ``str(JsonData)``, a Python repr), so the time is read from the value's text.
+    """
+    return f"""
+(...values) => {{
+  const summary = values[5];
+  const text = typeof summary === "string" ? summary : JSON.stringify(summary ?? null);
+  const found = /files_expire_at['"]\\s*:\\s*['"]([^'"]+)['"]/.exec(text);
+  if (!found || !(Date.now() >= Date.parse(found[1]))) return values;
+  return [null, null, null, [], null, null, {json.dumps(expired_notes)}, ""];
+}}
+"""

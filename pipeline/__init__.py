@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "decode_upload": "pipeline.faces.decode",
     "Face": "pipeline.faces.align",
     "MAX_LATENT_FILE_BYTES": "pipeline.latent.editing",
+    "BOUNDARY_VARIANTS": "pipeline.latent.editing",
+    "ScoreChange": "pipeline.latent.editing",
     "load_latent_code": "pipeline.latent.editing",
     "mask_overlay": "pipeline.refinement.compositing",
     "REGISTRY": "pipeline.weights.registry",
@@ -62,10 +64,11 @@ _EXPORTS: dict[str, str] = {
     "format_status": "pipeline.weights.checks",
     "weights_status": "pipeline.weights.checks",
     "STAND_IN_NOTE": "pipeline.weights.stand_in",
-    "StartupCheck": "pipeline.weights.verify",
+    "StartupCheck": "pipeline.verification.verify",
 }
 
 __all__ = [
+    "BOUNDARY_VARIANTS",
     "CHECKPOINTS_DIR",
     "EXAMPLES_DIR",
     "MAX_LATENT_FILE_BYTES",
@@ -90,6 +93,7 @@ __all__ = [
     "PreparedFace",
     "RemovalResult",
     "RemovalSettings",
+    "ScoreChange",
     "SourcePhoto",
     "StartupCheck",
     "WeightsError",
@@ -121,14 +125,14 @@ if TYPE_CHECKING:
     from pipeline.faces.decode import DecodedImage, decode_upload
     from pipeline.faces.photo import SourcePhoto, encode_png
     from pipeline.faces.upright import FaceSearch
-    from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code
+    from pipeline.latent.editing import BOUNDARY_VARIANTS, MAX_LATENT_FILE_BYTES, ScoreChange, load_latent_code
     from pipeline.refinement.compositing import mask_overlay
     from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult, add_timings
     from pipeline.settings import MAX_STEPS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
+    from pipeline.verification.verify import StartupCheck
     from pipeline.weights.checks import format_status, weights_status
     from pipeline.weights.registry import REGISTRY, resolve_weights_dir
     from pipeline.weights.stand_in import STAND_IN_NOTE
-    from pipeline.weights.verify import StartupCheck
 
 
 def __getattr__(name: str) -> Any:

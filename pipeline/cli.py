@@ -48,7 +48,7 @@ from pipeline.config import NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
 from pipeline.faces.photo import encode_png
-from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
+from pipeline.latent.editing import BOUNDARY_VARIANTS, ScoreChange, load_latent_code
 from pipeline.remover import DoubleChinRemover, FaceEdit, RemovalResult
 from pipeline.settings import (
     INVERSIONS,
@@ -85,6 +85,10 @@ STAND_IN_WARNING = f"WARNING: {STAND_IN_NOTE} Download the real weights to remov
 
 class UsageError(Exception):
     """The command line asks for something that cannot be done (reported like an argparse error, exit 2)."""
+
+
+class OutputConflictError(UsageError):
+    """The planned outputs clash with files on disk: reported as just the message (the usage text would not help)."""
 
 
 @dataclass(frozen=True)
@@ -311,17 +315,19 @@ def plan_outputs(
     """Decide every output path and refuse plans that would overwrite an input or (without ``overwrite``) an output.
 
     Raises:
-        UsageError: OUTDIR is a file, two inputs share a stem, an output would be an input, or an output exists and
-            ``overwrite`` is False.
+        OutputConflictError: OUTDIR is a file, two inputs share a stem, an output would be an input, or an output
+            exists and ``overwrite`` is False.
     """
     if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"the output folder {outdir} is a file")
+        raise OutputConflictError(f"the output folder {outdir} is a file")
     plans: list[OutputPlan] = []
     stems: dict[str, Path] = {}
     for image in images:
         stem = image.stem
         if stem in stems:
-            raise UsageError(f"{stems[stem]} and {image} would write the same outputs ({stem}{RESULT_SUFFIX}, …)")
+            raise OutputConflictError(
+                f"{stems[stem]} and {image} would write the same outputs ({stem}{RESULT_SUFFIX}, …)"
+            )
         stems[stem] = image
         plans.append(
             OutputPlan(
@@ -339,7 +345,9 @@ def plan_outputs(
                 and re.fullmatch(re.escape(plan.stem) + STAGE_FILE_PATTERN, image.name)
                 and _same_file(image.parent, outdir)
             ):
-                raise UsageError(f"the outputs of {plan.name} would overwrite the input {image}; choose another -o")
+                raise OutputConflictError(
+                    f"the outputs of {plan.name} would overwrite the input {image}; choose another -o"
+                )
         if overwrite:
             continue
         existing = [path for path in planned if path.exists()]
@@ -347,7 +355,7 @@ def plan_outputs(
             pattern = re.compile(re.escape(plan.stem) + STAGE_FILE_PATTERN)
             existing += sorted(path for path in outdir.iterdir() if pattern.fullmatch(path.name))
         if existing:
-            raise UsageError(
+            raise OutputConflictError(
                 f"{existing[0]} already exists; pass --overwrite to replace the outputs of {plan.name}, "
                 "or choose another -o"
             )
@@ -496,6 +504,17 @@ def process_photo(
     return summary
 
 
+def score_text(summary: dict[str, object]) -> str:
+    """`` (double-chin score 2.1 → −2.9)`` per edited face, from a summary (empty when it has none)."""
+    parts = []
+    for index, face in summary.get("faces", {}).items():  # type: ignore[union-attr]
+        score = face.get("double_chin_score")
+        if score:
+            change = ScoreChange(score["before"], score["after"], tuple(score["layers"]))
+            parts.append(f"face {int(index) + 1}: {change.arrow()}" if len(summary["faces"]) > 1 else change.arrow())
+    return f" (double-chin score {'; '.join(parts)})" if parts else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     parser = build_parser()
@@ -517,6 +536,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.code is not None and (len(args.images) != 1 or args.all_faces):
             raise UsageError("--code is the W+ code of one face: give a single IMAGE and leave out --all-faces")
         plans = plan_outputs(args.images, args.outdir, save_stages=args.save_stages, overwrite=args.overwrite)
+    except OutputConflictError as err:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {err}\n")  # the message alone, without the usage text
     except (UsageError, ValueError) as err:
         parser.error(str(err))  # exits with EXIT_USAGE
 
@@ -545,7 +566,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         for plan in plans:
             try:
-                process_photo(
+                summary = process_photo(
                     remover,
                     plan,
                     settings,
@@ -567,7 +588,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 _err(f"{plan.name}: unexpected error ({detail}); run again with --debug for the traceback")
             else:
                 if not args.quiet:
-                    _out(f"{plan.name} -> {plan.result}")
+                    _out(f"{plan.name} -> {plan.result}{score_text(summary)}")
             bar.update(1)
     finally:
         bar.close()

@@ -40,8 +40,11 @@ from pipeline.faces.upright import FaceSearch, find_faces_any_turn
 from pipeline.latent.editing import (
     AutoStrength,
     Boundary,
+    ScoreChange,
+    double_chin_score,
     edit_latent,
     edit_latent_auto,
+    edited_layers,
     load_boundary,
     load_latent_code,
     strength_sweep,
@@ -61,7 +64,7 @@ from pipeline.refinement.compositing import FEATHER_DIFFUSE, FEATHER_WARP, compo
 from pipeline.refinement.diffuse import CPU_DIFFUSE, CPU_RENDER_SIZE, DiffuseSettings, diffuse_refine
 from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
 from pipeline.refinement.warp import face_and_neck_masks, warp_edited_jaw
-from pipeline.settings import RemovalSettings
+from pipeline.settings import AUTO_STRENGTH_BOUNDARY, RemovalSettings
 from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
@@ -136,6 +139,7 @@ class FaceEdit:
     auto_strength: AutoStrength | None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    score: ScoreChange | None = None  # double-chin score of ``w_plus`` → ``w_edited`` (see DoubleChinRemover.score)
 
 
 @dataclass
@@ -176,6 +180,7 @@ class RemovalResult:
                         "mean_strength": edit.auto_strength.mean_strength,
                         "already_clear": edit.auto_strength.already_clear,
                     },
+                    "double_chin_score": None if edit.score is None else edit.score.to_dict(),
                     "notes": list(edit.notes),
                 }
                 for index, edit in self.edits.items()
@@ -401,9 +406,12 @@ class DoubleChinRemover:
                     notes.append(auto.message)
             else:
                 w_edited = edit_latent(prepared.w_plus, boundary, strength=settings.strength, **mix)
+            score = self.score(prepared.w_plus, w_edited, settings, auto)
             if is_zero_edit(settings, auto):
                 notes.append(STRENGTH_ZERO_NOTE)
-                return unchanged_edit(prepared, prepared.w_plus.copy(), prepared.reconstruction, auto, notes, timings)
+                return unchanged_edit(
+                    prepared, prepared.w_plus.copy(), prepared.reconstruction, auto, notes, timings, score
+                )
             edited = self.render(w_edited)
         inside = prepared.aligned.inside_mask() > 0
         with _timed(timings, "mask", on_stage):
@@ -415,12 +423,33 @@ class DoubleChinRemover:
             region &= inside  # never edit reflect-padding: it is not part of the photo
         if not region.any():
             notes.append("No neck region was found below the jaw, so the photo is returned unchanged.")
-            return unchanged_edit(prepared, w_edited, edited, auto, notes, timings)
+            return unchanged_edit(prepared, w_edited, edited, auto, notes, timings, score)
         refine = self._refine_diffuse if settings.method == "diffuse" else self._refine_warp
         with _timed(timings, f"refine_{settings.method}", on_stage):
             refined, blend, w_final = refine(prepared, settings, edited, w_edited, region, notes, should_stop)
         blend = np.where(inside, blend, 0.0).astype(np.float32)
-        return FaceEdit(prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings)
+        return FaceEdit(prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings, score)
+
+    def score(
+        self, w_plus: np.ndarray, w_edited: np.ndarray, settings: RemovalSettings, auto: AutoStrength | None = None
+    ) -> ScoreChange:
+        """The double-chin score before → after an edit, over the layers the edit changes.
+
+        Always measured on the fine/all boundary (the only one with intercepts), whichever boundary the edit walked
+        along, so scores of coarse and fine edits compare. With the automatic strength, ``target`` is the mean of
+        ``s_i + d_i`` over those layers: where its per-layer steps aim.
+
+        Args:
+            w_plus: (1, 18, 512) code before the edit.
+            w_edited: (1, 18, 512) code after the edit and style mixing.
+            settings: the mixing settings decide which layers count.
+            auto: the automatic strength's steps, when it was used.
+        """
+        layers = edited_layers(settings.effective_mix_layers, settings.mix_ratio)
+        scorer = self.boundary(*AUTO_STRENGTH_BOUNDARY)
+        target = None if auto is None else float(np.mean((auto.scores + auto.steps)[list(layers)]))
+        before, after = (double_chin_score(code, scorer, layers) for code in (w_plus, w_edited))
+        return ScoreChange(before, after, layers, target)
 
     def _refine_warp(
         self,
@@ -657,9 +686,12 @@ def unchanged_edit(
     auto: AutoStrength | None,
     notes: list[str],
     timings: dict[str, float],
+    score: ScoreChange | None = None,
 ) -> FaceEdit:
     """A FaceEdit that changes nothing: empty neck mask, zero blend, the aligned crop as the refined crop."""
     region = np.zeros(prepared.aligned.image.shape[:2], dtype=bool)
     blank = np.zeros(region.shape, dtype=np.float32)
     unchanged = prepared.aligned.image.copy()
-    return FaceEdit(prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings)
+    return FaceEdit(
+        prepared, w_edited, edited, region, blank, unchanged, prepared.w_plus.copy(), auto, notes, timings, score
+    )

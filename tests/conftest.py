@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +24,37 @@ REFERENCE_DIR = SHARED_DIR / "reference" / "official-c2f"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+TEMP_ENV = ("TMPDIR", "GRADIO_TEMP_DIR")
+_run_temp: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Send every temporary file of the run into one folder of its own, removed when the run ends.
+
+    gradio_client leaves an empty ``tempfile.gettempdir()/<40 hex>`` folder behind for every file it downloads,
+    and Gradio's default folder (``<tmp>/gradio``) is the one ``python app.py`` wipes as "leftovers of an earlier
+    run"; so ``tempfile`` (pytest's own ``tmp_path`` included), ``TMPDIR`` for subprocesses and
+    ``GRADIO_TEMP_DIR`` all point inside this run's folder (tests that serve the app still set their own).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="c2f-tests-"))
+    _run_temp.update(folder=folder, tempdir=tempfile.tempdir, env={name: os.environ.get(name) for name in TEMP_ENV})
+    tempfile.tempdir = str(folder)
+    os.environ["TMPDIR"] = str(folder)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder / "gradio")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's temporary folder and restore the environment."""
+    if "folder" not in _run_temp:
+        return
+    tempfile.tempdir = _run_temp["tempdir"]  # type: ignore[assignment]
+    for name, value in _run_temp["env"].items():  # type: ignore[union-attr]
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(_run_temp.pop("folder"), ignore_errors=True)  # type: ignore[arg-type]
+
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
@@ -41,6 +74,20 @@ def stand_in_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("stand_in_weights")
     write_stand_in_weights(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_label_remover(stand_in_weights_dir: Path) -> object:
+    """The stand-in remover whose face parser draws plausible labels, so the end-to-end tests run the jaw warp.
+
+    A :class:`tests.serving.SyntheticLabelRemover` (the benchmark's synthetic-label parser, ``bench/full_size.py``).
+    """
+    from pipeline.remover import DoubleChinRemover
+    from tests.serving import SyntheticLabelRemover
+
+    return SyntheticLabelRemover(
+        DoubleChinRemover.from_pretrained(stand_in_weights_dir, device="cpu", allow_download=False)
+    )
 
 
 # -- the app, served in this process (one server per test module) --------------------------------------------------

@@ -28,6 +28,6 @@ def make_photo(size: tuple[int, int], placements: list[tuple[str, int, tuple[int
     """Reference photos (name, side, top-left) scaled and pasted onto a grey canvas of ``size`` (width, height)."""
     canvas = Image.new("RGB", size, (118, 112, 105))
     for name, side, corner in placements:
-        face = Image.open(EXAMPLES_DIR / f"{name}.jpg").convert("RGB")
+        face = Image.open(EXAMPLES_DIR / f"{name}.png").convert("RGB")
         canvas.paste(face.resize((side, side), Image.Resampling.LANCZOS), corner)
     return np.asarray(canvas).copy()

@@ -29,7 +29,9 @@ from pipeline.weights.stand_in import STAND_IN_NOTE
 from tests.serving import (
     EXAMPLE,
     TEST_PHOTO_SIZE,
+    WARP_SKIPPED,
     Served,
+    default_inputs,
     launch,
     make_landscape,
     make_test_photo,
@@ -60,7 +62,7 @@ def remove(client: Client, photo: str | Path, **settings: object) -> tuple:
 
 
 def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> None:
-    (before, after), stages, downloads, summary, notes = remove(client, photo, strength=-5.0)
+    (before, after), stages, downloads, summary, notes, score = remove(client, photo, strength=-5.0)
     original, result = rgb(before), rgb(after)
     expected = rgb(photo)
     assert original.shape == result.shape == expected.shape == (TEST_PHOTO_SIZE[1], TEST_PHOTO_SIZE[0], 3)
@@ -94,12 +96,16 @@ def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> No
     assert STAND_IN_NOTE not in notes, (
         "the banner shows the models' notes; the notes under the result do not repeat it"
     )
+    written = summary["faces"]["0"]["double_chin_score"]  # the score, in the API result and settings.json
+    assert written["after"] == pytest.approx(written["before"] - 5.0, abs=1e-3) and written["boundary"] == "fine/all"
+    assert score.startswith("**Double-chin score: ") and "positive = double-chin side" in score
+    assert "stand-in weights the code is random" in score
 
 
 def test_another_strength_or_method_reuses_the_cached_inversion(
     served: Served, client: Client, tmp_path: Path
 ) -> None:
-    photo = make_test_photo(tmp_path / "another.png", EXAMPLES_DIR / "00295.jpg")  # not cached by other tests
+    photo = make_test_photo(tmp_path / "another.png", EXAMPLES_DIR / "00295.png")  # not cached by other tests
     encoder_runs = served.calls["invert_with_encoder"]
     first = remove(client, photo, strength=-5.0)
     assert served.calls["invert_with_encoder"] == encoder_runs + 1
@@ -229,9 +235,15 @@ def test_public_service_settings_are_in_force(served: Served) -> None:
     assert endpoints["strength_sweep"]["api_visibility"] == "public"
     private = [dep for dep in config["dependencies"] if dep.get("api_visibility") == "private" and dep["targets"]]
     assert {target[1] for dep in private for target in dep["targets"]} >= {"release", "input"}
-    model_jobs = [fn for fn in served.demo.fns.values() if fn.api_name != "load_example"]
-    assert len(model_jobs) == 5  # run, three re-apply events, sweep
+    model_names = {"remove_double_chin", "apply_if_photo", "strength_sweep"}
+    model_jobs = [fn for fn in served.demo.fns.values() if getattr(fn.fn, "__name__", None) in model_names]
+    assert len(model_jobs) == 7  # run, five re-apply events (strength, method, auto, boundary, every face), sweep
     assert all(fn.concurrency_id == "model" and fn.concurrency_limit == 1 for fn in model_jobs)
+    slider = next(
+        block["id"] for block in config["components"] if block.get("props", {}).get("elem_id") == "c2f-slider"
+    )
+    run = endpoints["remove_double_chin"]
+    assert run["show_progress_on"] == [slider]  # one progress bar, over the result, not over every output
 
 
 def test_page_shows_the_stand_in_warning_and_credits(served: Served) -> None:
@@ -253,15 +265,22 @@ def test_examples_are_cached_lazily_only_with_real_weights(
     assert served.calls["invert_with_encoder"] == encoder_runs, "stand-in results are never cached"
 
     real = DoubleChinRemover(dataclasses.replace(app.LOADED.models, stand_in=False, notes=()))  # pretends to be real
+    prepared: list[object] = []
+    monkeypatch.setattr(
+        real, "prepare", lambda *args, **kwargs: prepared.append(1) or DoubleChinRemover.prepare(real, *args, **kwargs)
+    )
     demo = app.build_demo(real)
     url = launch(app, demo)
     try:
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
         first = client.predict(0, api_name="/load_example")
-        assert served.calls["invert_with_encoder"] == encoder_runs + 1  # first use: computed and cached
+        assert len(prepared) == 1  # first use: computed and cached
         second = client.predict(0, api_name="/load_example")
-        assert served.calls["invert_with_encoder"] == encoder_runs + 1  # then served from the cache
+        assert len(prepared) == 1  # then served from the cache
         assert second[3] == first[3] and "warning" not in first[3]
+        # The examples start from the authors' own W+ codes, not the encoder.
+        assert first[3]["faces"]["0"]["inversion"] == app.AUTHORS_CODE_INVERSION
+        assert served.calls["invert_with_encoder"] == encoder_runs
         assert any(cache_dir.iterdir())
     finally:
         demo.close()
@@ -322,9 +341,33 @@ def test_gpu_function_takes_and_returns_picklable_cpu_values(app_module: ModuleT
     assert len(copy.sweep) == 2 and copy.sweep[0].shape == (1024, 1024, 3)
 
 
+def test_the_page_runs_the_jaw_warp_with_synthetic_labels(
+    app_module: ModuleType, synthetic_label_remover: DoubleChinRemover, photo: Path
+) -> None:
+    page = app_module.RemovalApp(synthetic_label_remover)
+    decoded = decode_upload(photo)
+    (before, after), _, _, summary, notes, score = page.remove_double_chin(decoded, *default_inputs(None)[1:])
+    assert WARP_SKIPPED not in notes and not any(note.startswith(WARP_SKIPPED) for note in summary["notes"])
+    assert "refine_warp" in summary["timings_s"] and "Double-chin score" in score
+    changed = np.any(rgb(after) != rgb(before), axis=2)
+    assert changed.any() and not changed[: changed.shape[0] // 4].any()
+
+
+def test_the_readme_client_snippet_runs_verbatim(
+    served: Served, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- api-start -->")[1].split("<!-- api-end -->")[0]
+    code = section.split("```python\n")[1].split("```")[0]
+    code = code.replace('"http://127.0.0.1:7860"', repr(served.url)).replace('"portrait.jpg"', repr(str(photo)))
+    exec(compile(code, "README.md", "exec"), {})  # our own README's example
+    printed = capsys.readouterr().out
+    assert "result.png" in printed and "'before':" in printed and "'after':" in printed
+
+
 def test_a_failed_start_up_check_warns_on_the_page(app_module: ModuleType) -> None:
-    from pipeline.weights.known_answers import Finding, KnownAnswerReport
-    from pipeline.weights.verify import StartupCheck
+    from pipeline.verification.known_answers import Finding, KnownAnswerReport
+    from pipeline.verification.verify import StartupCheck
 
     assert app_module.STARTUP_CHECK.warning() == ""  # stand-in weights: not run (the stand-in banner says why)
     assert not [fn for fn in app_module.demo.fns.values() if fn.name == "show"]  # so the page does not listen

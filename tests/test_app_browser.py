@@ -34,8 +34,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
-SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
-SCREENSHOT_EXAMPLE = EXAMPLES_DIR / "00352.jpg"
+PHONE_VIEWPORT = {"width": 390, "height": 844}  # a common phone screen, in CSS pixels
+SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"  # the README's picture: the page before a run
+RESULT_SCREENSHOT = REPO_ROOT / "docs" / "screenshot-stand-in-result.png"  # after a run with stand-in weights
+PHONE_SCREENSHOT = REPO_ROOT / "docs" / "screenshot-phone.png"  # 390 px wide, after a run with stand-in weights
+SCREENSHOT_EXAMPLE = EXAMPLES_DIR / "00352.png"
 SCREENSHOT_COLOURS = 256
 RUN_TIMEOUT_MS = 120_000  # one full run on a loaded 2-core CI machine
 UI_TIMEOUT_MS = 15_000
@@ -131,25 +134,147 @@ def test_upload_run_compare_and_move_the_strength(page: object, served: Served, 
     assert served.calls["invert_with_encoder"] == encoder_runs, "the slider reuses the cached inversion"
 
 
-def test_an_example_runs_and_the_page_is_screenshotted(page: object) -> None:
+def save_screenshot(page: object, path: Path, width: int) -> None:
+    """A full-page screenshot as a 256-colour PNG (keeps the pictures in docs/ at ~0.4 MB instead of ~1.3 MB)."""
+    page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover highlight in the picture
+    png = page.screenshot(full_page=True)  # type: ignore[attr-defined]
+    with Image.open(io.BytesIO(png)) as shot:
+        assert shot.width == width
+        palette = shot.convert("RGB").quantize(
+            SCREENSHOT_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    palette.save(path, optimize=True)
+
+
+def pick_example(page: object) -> None:
     page.locator(f"img[src$='/{SCREENSHOT_EXAMPLE.name}']").first.click()  # type: ignore[attr-defined]
     playwright_api.expect(page.locator("#c2f-photo img")).to_have_count(1)  # type: ignore[attr-defined]
+
+
+def not_clipped(page: object, selector: str) -> bool:
+    """Whether every element matching ``selector`` shows its whole text (no ellipsis, nothing cut off)."""
+    return page.locator(selector).evaluate_all(  # type: ignore[attr-defined]
+        "els => els.length > 0 && els.every(e => e.scrollWidth <= e.clientWidth + 1)"
+    )
+
+
+def test_an_example_runs_from_the_authors_code_and_the_page_is_screenshotted(page: object) -> None:
+    pick_example(page)
+    faces = page.locator("#c2f-faces")  # type: ignore[attr-defined]
+    playwright_api.expect(faces).to_be_visible()
+    playwright_api.expect(faces).to_contain_text("1 face found")
+    # The README's picture: the page as a visitor finds it, before any (stand-in) result is shown.
+    save_screenshot(page, SCREENSHOT, VIEWPORT["width"])
     page.locator("#c2f-run").click()  # type: ignore[attr-defined]
     before, after = slider_images(page)
     with Image.open(SCREENSHOT_EXAMPLE) as example:
         assert (after["width"], after["height"]) == (before["width"], before["height"]) == example.size
-    banner = page.locator(".c2f-banner").get_by_text(STAND_IN_NOTE)  # type: ignore[attr-defined]
-    playwright_api.expect(banner).to_be_visible()
-    page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover highlight in the picture
-    png = page.screenshot(full_page=True)  # type: ignore[attr-defined]
-    with Image.open(io.BytesIO(png)) as shot:
-        assert shot.width == VIEWPORT["width"] and shot.height >= VIEWPORT["height"]
-        # A 256-colour palette keeps the picture in the README at ~0.4 MB instead of ~1.3 MB.
-        palette = shot.convert("RGB").quantize(
-            SCREENSHOT_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG
+    playwright_api.expect(page.locator(".c2f-banner").get_by_text(STAND_IN_NOTE)).to_be_visible()  # type: ignore[attr-defined]
+    score = page.locator("#c2f-score")  # type: ignore[attr-defined]
+    playwright_api.expect(score).to_contain_text("Double-chin score:")
+    playwright_api.expect(score).to_contain_text("positive = double-chin side")
+    playwright_api.expect(page.locator("#c2f-notes")).to_contain_text("authors' own W+ code")  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Stages").click()  # type: ignore[attr-defined]
+    playwright_api.expect(page.locator("#c2f-stages .caption-label")).to_have_count(5)  # type: ignore[attr-defined]
+    assert not_clipped(page, "#c2f-stages .caption-label"), "stage captions are shown whole"
+    page.get_by_role("button", name="Advanced").click()  # type: ignore[attr-defined]
+    playwright_api.expect(page.locator("#c2f-boundary")).to_contain_text("Coarse (W, one for all layers)")  # type: ignore[attr-defined]
+    code_box = page.locator("#c2f-code").bounding_box()  # type: ignore[attr-defined]
+    prompt = page.locator("#c2f-code").get_by_text("Click to Upload").bounding_box()  # type: ignore[attr-defined]
+    assert code_box["y"] <= prompt["y"] and prompt["y"] + prompt["height"] <= code_box["y"] + code_box["height"]
+    save_screenshot(page, RESULT_SCREENSHOT, VIEWPORT["width"])
+
+
+def test_the_page_at_phone_width(browser: object, served: Served) -> None:
+    context = browser.new_context(viewport=PHONE_VIEWPORT, is_mobile=True, has_touch=True)  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(served.url)
+        pick_example(page)
+        page.locator("#c2f-run").click()
+        slider_images(page)
+        for name in ("Downloads", "Stages", "Sweep"):  # every tab in the bar, none behind a "⋯" menu
+            playwright_api.expect(page.get_by_role("tab", name=name)).to_be_visible()
+        page.get_by_role("tab", name="Downloads").click()
+        playwright_api.expect(page.get_by_text("result.png", exact=True).first).to_be_visible()
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= PHONE_VIEWPORT["width"], "nothing sticks out sideways"
+        save_screenshot(page, PHONE_SCREENSHOT, PHONE_VIEWPORT["width"])
+    finally:
+        context.close()
+
+
+def test_enter_in_the_strength_box_applies_it(page: object, tmp_path: Path) -> None:
+    upload(page, make_test_photo(tmp_path / "portrait.jpg"))
+    page.locator("#c2f-run").click()  # type: ignore[attr-defined]
+    _, after = slider_images(page)
+    box = page.locator("#c2f-strength input[type=number]")  # type: ignore[attr-defined]
+    box.fill("-3")
+    box.press("Enter")
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
+        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
+        arg=after["src"],
+        timeout=RUN_TIMEOUT_MS,
+    )
+    playwright_api.expect(page.locator("#c2f-score")).to_contain_text("(layers 0–5)")  # type: ignore[attr-defined]
+
+
+def test_a_failed_run_clears_the_previous_result(page: object, tmp_path: Path) -> None:
+    upload(page, make_test_photo(tmp_path / "portrait.jpg"))
+    page.locator("#c2f-run").click()  # type: ignore[attr-defined]
+    slider_images(page)
+    upload(page, make_landscape(tmp_path / "landscape.png"))
+    page.locator("#c2f-run").click()  # type: ignore[attr-defined]
+    message = page.get_by_text("No face was found in this photo.", exact=False)  # type: ignore[attr-defined]
+    playwright_api.expect(message.first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    playwright_api.expect(page.locator("#c2f-notes")).to_contain_text("The last run failed")  # type: ignore[attr-defined]
+    playwright_api.expect(page.locator("#c2f-slider img")).to_have_count(0)  # type: ignore[attr-defined]
+    assert "Double-chin score" not in page.locator("#c2f-score").inner_text()  # type: ignore[attr-defined]
+
+
+def share_link(page: object) -> str:
+    """Click the share button and return the link it copied."""
+    page.get_by_role("button", name="Copy a share link").click()  # type: ignore[attr-defined]
+    page.wait_for_function("async () => (await navigator.clipboard.readText()).includes('deep_link=')")  # type: ignore[attr-defined]
+    return page.evaluate("navigator.clipboard.readText()")  # type: ignore[attr-defined]
+
+
+def test_a_share_link_restores_the_result_until_its_files_expire(
+    browser: object, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = browser.new_context(viewport=VIEWPORT, permissions=["clipboard-read", "clipboard-write"])  # type: ignore[attr-defined]
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(served.url)
+        upload(page, make_test_photo(tmp_path / "portrait.jpg"))
+        page.locator("#c2f-run").click()
+        _, after = slider_images(page)
+        link = share_link(page)
+        playwright_api.expect(page.locator("#c2f-share-note")).to_contain_text("deleted about 30 minutes after")
+        visitor = context.new_page()
+        visitor.goto(link)
+        _, shared_after = slider_images(visitor)
+        assert shared_after["src"] == after["src"]  # the same result, for whoever opens the link
+        playwright_api.expect(visitor.locator("#c2f-score")).to_contain_text("Double-chin score:")
+
+        monkeypatch.setattr(served.app, "DELETE_CACHE", (600, 0))  # results made now expire at once
+        page.locator("#c2f-run").click()
+        page.wait_for_function(
+            "old => { const i = document.querySelectorAll('#c2f-slider img'); "
+            "return i.length === 2 && i[1].src !== old; }",
+            arg=after["src"],
+            timeout=RUN_TIMEOUT_MS,
         )
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    palette.save(SCREENSHOT, optimize=True)
+        expired = context.new_page()
+        expired.goto(share_link(page))
+        playwright_api.expect(expired.locator("#c2f-notes")).to_contain_text("This shared link has expired")
+        playwright_api.expect(expired.locator("#c2f-slider img")).to_have_count(0)
+    finally:
+        context.close()
 
 
 def test_a_photo_without_a_face_shows_its_message(page: object, tmp_path: Path) -> None:

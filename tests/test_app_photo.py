@@ -46,7 +46,7 @@ def remove(client: Client, photo: Path, **settings: object) -> tuple:
 
 def test_result_keeps_profile_depth_and_alpha(client: Client, deep_photo: tuple[Path, SourcePhoto]) -> None:
     path, photo = deep_photo
-    (before, after), _, downloads, summary, _ = remove(client, path, strength=-5.0)
+    (before, after), _, downloads, summary, _, _ = remove(client, path, strength=-5.0)
     original, result = read_png(Path(before).read_bytes()), read_png(Path(after).read_bytes())
     np.testing.assert_array_equal(original.pixels, photo.pixels)  # "before" is the upload in its own form
     assert result.icc_profile == photo.icc_profile and result.pixels.dtype == np.uint16
@@ -66,7 +66,7 @@ def test_result_keeps_profile_depth_and_alpha(client: Client, deep_photo: tuple[
 
 def test_strength_zero_returns_the_upload_bit_for_bit(client: Client, deep_photo: tuple[Path, SourcePhoto]) -> None:
     path, photo = deep_photo
-    (_, after), _, _, _, notes = remove(client, path, strength=0.0)
+    (_, after), _, _, _, notes, _ = remove(client, path, strength=0.0)
     np.testing.assert_array_equal(read_png(Path(after).read_bytes()).pixels, photo.pixels)
     assert "exactly as it was uploaded" in notes
 
@@ -76,7 +76,7 @@ def test_a_sideways_photo_is_edited_and_keeps_its_orientation(client: Client, tm
     sideways = turn_clockwise(np.pad(face, ((20, 80), (30, 30), (0, 0)), mode="edge"), 90)
     path = tmp_path / "sideways.png"
     Image.fromarray(sideways).save(path)
-    (_, after), _, _, summary, notes = remove(client, path, strength=-5.0)
+    (_, after), _, _, summary, notes, _ = remove(client, path, strength=-5.0)
     result = read_png(Path(after).read_bytes()).pixels
     assert result.shape == sideways.shape
     assert summary["turned_degrees"] == 270 and "turning the photo 270° clockwise" in notes

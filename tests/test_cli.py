@@ -32,8 +32,9 @@ from pipeline.faces.photo import SourcePhoto, encode_png, read_png
 from pipeline.latent.editing import edit_latent, load_boundary
 from pipeline.remover import DoubleChinRemover
 from pipeline.settings import MIX_LAYERS_WARP
+from tests.serving import WARP_SKIPPED
 
-PHOTO = EXAMPLES_DIR / "00016.jpg"
+PHOTO = EXAMPLES_DIR / "00016.png"
 CODE = EXAMPLES_DIR / "codes" / "00016_wp.npy"
 SUMMARY_KEYS = {
     "input",
@@ -109,10 +110,14 @@ def test_warp_end_to_end(stand_in_weights_dir: Path, tmp_path: Path, capsys: pyt
 
     summary = read_summary(outdir, "00016")
     assert set(summary) == SUMMARY_KEYS
-    assert summary["input"] == "00016.jpg"
+    assert summary["input"] == "00016.png"
     assert summary["stand_in_weights"] is True and "NOT a real" in summary["warning"]
     assert summary["settings"]["method"] == "warp" and summary["settings"]["inversion"] == "encoder"
     assert summary["faces"]["0"]["inversion"] == "encoder"
+    score = summary["faces"]["0"]["double_chin_score"]
+    assert score["after"] == pytest.approx(score["before"] - 5.0, abs=1e-3) and score["layers"] == list(range(6))
+    arrow = " → ".join(f"{value:.1f}".replace("-", "−") for value in (score["before"], score["after"]))
+    assert f"(double-chin score {arrow})" in captured.out
     assert summary["faces_edited"] == [0] and summary["w_plus_rows"] == {"0": 0}
     assert {"detect", "align", "invert", "edit", "mask", "refine_warp", "paste_back"} <= set(summary["timings_s"])
     stages = {
@@ -137,7 +142,9 @@ def test_warp_end_to_end(stand_in_weights_dir: Path, tmp_path: Path, capsys: pyt
     with pytest.raises(SystemExit) as refused:
         main([str(PHOTO), "-o", str(outdir), *weights_args(stand_in_weights_dir)])
     assert refused.value.code == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already exists; pass --overwrite" in err
+    assert err.startswith("python -m pipeline: error: ") and "usage:" not in err  # just the message
 
 
 def test_diffuse_with_optimisation(
@@ -272,7 +279,7 @@ def test_output_that_is_an_input_is_refused(tmp_path: Path, capsys: pytest.Captu
         Image.new("RGB", (64, 64)).save(path)
     before = sha256(earlier)
     err = usage_error([str(photo), str(earlier), "-o", str(tmp_path), "--overwrite"], capsys)
-    assert f"would overwrite the input {earlier}" in err
+    assert f"would overwrite the input {earlier}" in err and "usage:" not in err
     assert sha256(earlier) == before
 
 
@@ -303,7 +310,7 @@ def test_usage_errors(extra: list[str], message: str, tmp_path: Path, capsys: py
 
 
 def test_code_needs_a_single_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    other = EXAMPLES_DIR / "00191.jpg"
+    other = EXAMPLES_DIR / "00191.png"
     assert "give a single IMAGE" in usage_error(
         [str(PHOTO), str(other), "-o", str(tmp_path), "--code", str(CODE)], capsys
     )
@@ -406,3 +413,18 @@ def test_interrupt_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert main([str(PHOTO), "-o", str(tmp_path), "--quiet"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_runs_the_jaw_warp_with_synthetic_labels(
+    synthetic_label_remover: DoubleChinRemover, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        DoubleChinRemover, "from_pretrained", classmethod(lambda cls, *a, **k: synthetic_label_remover)
+    )
+    outdir = tmp_path / "out"
+    assert main([str(PHOTO), "-o", str(outdir), "--method", "warp", "--quiet"]) == 0
+    summary = read_summary(outdir, "00016")
+    assert not any(note.startswith(WARP_SKIPPED) for note in summary["notes"]), summary["notes"]
+    assert "refine_warp" in summary["timings_s"]
+    with Image.open(PHOTO) as source, Image.open(outdir / "00016_no_double_chin.png") as result:
+        assert np.any(np.asarray(result) != np.asarray(source.convert("RGB")))

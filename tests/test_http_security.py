@@ -158,7 +158,7 @@ def test_html_in_a_filename_is_never_echoed(served: Served, photo: Path, tmp_pat
     named = tmp_path / HTML_FILENAME
     named.write_bytes(photo.read_bytes())
     client = Client(served.url, verbose=False, download_files=str(tmp_path / "downloads"))
-    (_, after), _, downloads, summary, notes = client.predict(
+    (_, after), _, downloads, summary, notes, _ = client.predict(
         handle_file(str(named)), w_plus_code=None, api_name="/remove_double_chin"
     )
     shown = json.dumps(summary) + notes + "".join(Path(path).name for path in downloads) + Path(after).name

@@ -160,7 +160,7 @@ def run_all(url: str, users: list[User], downloads: Path) -> list[Answer]:
 def check_own_result(answer: Answer) -> None:
     """The answer belongs to its user: own photo, own face position, own strength; untouched outside the face crop."""
     user = answer.user
-    (before, after), _, downloads, summary, _ = answer.outputs  # type: ignore[misc]
+    (before, after), _, downloads, summary, *_ = answer.outputs  # type: ignore[misc]
     expected = decode_upload(user.photo).image
     original, result = rgb(before), rgb(after)
     np.testing.assert_array_equal(original, expected, err_msg=f"user {user.index}: 'before' is another photo")

@@ -20,7 +20,7 @@ from pipeline.weights.registry import REGISTRY
 from pipeline.weights.stand_in import STAND_IN_NOTE
 
 DLIB = REGISTRY["dlib_landmarks"]
-EXAMPLE = EXAMPLES_DIR / "00016.jpg"
+EXAMPLE = EXAMPLES_DIR / "00016.png"
 
 
 @pytest.fixture

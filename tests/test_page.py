@@ -11,10 +11,12 @@ import dataclasses
 import importlib
 import inspect
 import json
+import os
 import pickle
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -25,8 +27,9 @@ import torch
 from PIL import Image
 
 from page.cache import LruCache
+from page.files import DEEP_LINKS_SUBDIR, ResultFolders, wipe_temp_dir
 from page.inputs import NO_PHOTO_MESSAGE, data_url_bytes
-from page.text import STAGE_PROGRESS, stage_reporter
+from page.text import STAGE_PROGRESS, expired_link_js, score_markdown, stage_reporter
 from pipeline import (
     DecodedImage,
     DoubleChinRemover,
@@ -36,8 +39,10 @@ from pipeline import (
     InputImageError,
     PreparedFace,
     RemovalSettings,
+    ScoreChange,
     decode_upload,
 )
+from pipeline.config import EXAMPLES_DIR
 from pipeline.faces.align import align_face
 from pipeline.refinement.compositing import composite
 from pipeline.remover import STAGES
@@ -95,7 +100,8 @@ class FakeRemover(DoubleChinRemover):
         edited = 255 - prepared.aligned.image
         refined = composite(prepared.aligned.image, edited, blend)
         code = prepared.w_plus + settings.strength
-        return FaceEdit(prepared, code, edited, region, blend, refined, code, None, [EDIT_NOTE], {"edit": 0.0})
+        score = ScoreChange(1.25, 1.25 + settings.strength, tuple(range(6)))
+        return FaceEdit(prepared, code, edited, region, blend, refined, code, None, [EDIT_NOTE], {"edit": 0.0}, score)
 
     def sweep(self, edit, settings, frames, *, on_stage=None) -> tuple[np.ndarray, ...]:
         self.calls["sweep"] += 1
@@ -145,6 +151,9 @@ def inputs(**changes: object) -> list[object]:
         "refine_steps": 50,
         "seed": 0,
         "w_plus_code": None,
+        "all_faces": False,
+        "boundary": "fine/all",
+        "authors_codes": True,
     }
     values.update(changes)
     return [*values.values(), None]  # the progress tracker: none outside a Gradio event
@@ -158,7 +167,7 @@ def handlers(app: ModuleType, faces: list[Face] | None = None) -> tuple[object, 
 def test_a_new_strength_or_method_reuses_the_prepared_face_and_the_detection(app: ModuleType) -> None:
     page, remover = handlers(app)
     photo = canvas()
-    (before, after), stages, downloads, first, _ = page.remove_double_chin(photo, *inputs())
+    (before, after), stages, downloads, first, _, _ = page.remove_double_chin(photo, *inputs())
     assert first["inversion_cached"] is False
     for changes in ({"strength": -2.0}, {"method": "diffuse"}, {"mix_layers": [7, 8]}):
         summary = page.apply_if_photo(photo, *inputs(**changes))[3]
@@ -188,7 +197,7 @@ def test_what_changes_the_code_prepares_the_face_again(app: ModuleType, tmp_path
 
 def test_the_notes_under_the_result_leave_the_models_notes_to_the_banner(app: ModuleType) -> None:
     page, _ = handlers(app, [face_at(10, 20, 70), face_at(90, 30, 60)])
-    *_, summary, notes = page.remove_double_chin(canvas(), *inputs())
+    *_, summary, notes, _ = page.remove_double_chin(canvas(), *inputs())
     assert summary["notes"][0] == MODEL_NOTE and EDIT_NOTE in summary["notes"]
     assert MODEL_NOTE not in notes and EDIT_NOTE in notes
     assert "2 faces were found; face 1 (numbered from the largest) was edited." in notes
@@ -209,7 +218,8 @@ def test_the_strength_sweep_writes_an_animation_from_the_cached_face(app: Module
 def test_handlers_share_the_api_parameters(app: ModuleType) -> None:
     page, _ = handlers(app)
     names = list(inspect.signature(page.remove_double_chin).parameters)
-    assert names[:2] == ["photo", "strength"] and names[-2:] == ["w_plus_code", "progress"]
+    assert names[:2] == ["photo", "strength"] and names[-6:-4] == ["seed", "w_plus_code"]
+    assert names[-4:] == ["all_faces", "boundary", "authors_codes", "progress"]  # new inputs go last
     for handler in (page.apply_if_photo, page.strength_sweep):
         assert list(inspect.signature(handler).parameters) == names
 
@@ -218,7 +228,7 @@ def test_without_a_photo_the_page_asks_for_one_or_changes_nothing(app: ModuleTyp
     page, remover = handlers(app)
     with pytest.raises(gr.Error, match=NO_PHOTO_MESSAGE.split(" (")[0]):
         page.remove_double_chin(None, *inputs())
-    assert all(isinstance(output, dict) for output in page.apply_if_photo(None, *inputs()))
+    assert page.apply_if_photo(None, *inputs()) == page.cleared("")
     assert not remover.calls
 
 
@@ -299,3 +309,114 @@ def test_data_url_uploads_are_bounded_and_decoded() -> None:
         data_url_bytes("data:image/png,plain")
     with pytest.raises(InputImageError, match="could not be read"):
         data_url_bytes("data:image/png;base64,!!!")
+
+
+def test_every_face_edits_each_face_and_offers_each_code(app: ModuleType) -> None:
+    page, remover = handlers(app, [face_at(10, 20, 70), face_at(90, 30, 60)])
+    _, stages, downloads, summary, notes, score = page.remove_double_chin(canvas(), *inputs(all_faces=True))
+    assert summary["faces_edited"] == [0, 1] and remover.calls["prepare"] == 2
+    assert [Path(path).name for path in downloads] == [
+        "result.png",
+        "w_plus_face1.npy",
+        "w_plus_face2.npy",
+        "settings.json",
+    ]
+    assert len(stages) == 10 and stages[5][1].startswith("Face 2 · 1 ·")
+    assert app.FACE_CHOICE_HINT not in notes
+    assert "Double-chin score (face 1): 1.2 → −3.8" in score and "(face 2)" in score
+    with pytest.raises(gr.Error, match="describes one face"):
+        code = Path(downloads[1])
+        page.remove_double_chin(canvas(), *inputs(all_faces=True, w_plus_code=str(code)))
+
+
+def test_the_score_readout_explains_the_sign(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    *_, summary, _, score = page.remove_double_chin(canvas(), *inputs(strength=-5.0))
+    assert "**Double-chin score: 1.2 → −3.8** (layers 0–5)" in score
+    assert "positive = double-chin side, negative = no double chin" in score
+    assert summary["faces"]["0"]["double_chin_score"]["after"] == -3.75
+
+
+def test_an_example_photo_is_edited_from_the_authors_code_unless_switched_off(app: ModuleType) -> None:
+    example = decode_upload(EXAMPLES_DIR / "00016.png")
+    page, remover = handlers(app, [face_at(40, 20, 80)])
+    seen: list[np.ndarray | None] = []
+    prepare = remover.prepare
+
+    def recording(image, face, settings, *, w_plus=None, **kwargs):
+        seen.append(w_plus)
+        return prepare(image, face, settings, w_plus=w_plus, **kwargs)
+
+    remover.prepare = recording  # type: ignore[method-assign]
+    _, stages, _, summary, notes, _ = page.remove_double_chin(example, *inputs())
+    np.testing.assert_array_equal(seen[0], np.load(EXAMPLES_DIR / "codes" / "00016_wp.npy"))
+    assert summary["faces"]["0"]["inversion"] == app.AUTHORS_CODE_INVERSION
+    assert "authors' own W+ code" in notes and "(authors' code)" in stages[1][1]
+    *_, summary, notes, _ = page.remove_double_chin(example, *inputs(authors_codes=False))
+    assert seen[1] is None and summary["faces"]["0"]["inversion"] == "encoder" and "authors'" not in notes
+    *_, summary, _, _ = page.remove_double_chin(canvas(), *inputs())  # not an example: the encoder
+    assert seen[2] is None and summary["faces"]["0"]["inversion"] == "encoder"
+
+
+def test_a_failed_run_clears_every_output(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    cleared = page.failed()
+    assert len(cleared) == app.OUTPUT_COUNT == len(page.remove_double_chin(canvas(), *inputs()))
+    slider, stages, downloads, summary, notes, score = cleared
+    assert (slider, stages, downloads, summary, score) == (None, [], None, None, "")
+    assert "The last run failed" in notes
+
+
+def test_results_say_when_their_files_expire(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    summary = page.remove_double_chin(canvas(), *inputs())[3]
+    expires = datetime.fromisoformat(summary["files_expire_at"])
+    assert timedelta(minutes=29) < expires - datetime.now(UTC) <= timedelta(seconds=app.DELETE_CACHE[1])
+    js = expired_link_js("**Expired**")
+    assert "values[5]" in js and "files_expire_at" in js and '"**Expired**"' in js  # summary is the 6th value
+
+
+def test_the_faces_preview_numbers_the_detected_faces(app: ModuleType) -> None:
+    page, remover = handlers(app, [face_at(10, 20, 70), face_at(90, 30, 60)])
+    photo = canvas()
+    shown = page.show_faces(photo)
+    assert shown["visible"] is True and shown["label"].startswith("2 faces found (1 = largest)")
+    assert shown["value"].shape == photo.image.shape  # small photos keep their size
+    assert not np.array_equal(shown["value"], photo.image)  # boxes drawn
+    page.remove_double_chin(photo, *inputs())
+    assert remover.calls["detect"] == 1  # the run reuses the preview's detection
+    assert page.show_faces(None)["visible"] is False
+
+
+def test_the_boundary_choice_reaches_the_settings(app: ModuleType) -> None:
+    page, _ = handlers(app)
+    controls = (-5.0, False, "warp", "encoder", 1, [], 0, 0, 0)
+    settings = page.settings_from(controls, boundary="coarse/psi_0.8", all_faces=True)
+    assert (settings.boundary, settings.boundary_variant, settings.all_faces) == ("coarse", "psi_0.8", True)
+    with pytest.raises(gr.Error, match="automatic strength needs the fine/all"):
+        page.remove_double_chin(canvas(), *inputs(auto_strength=True, boundary="coarse/psi_0.5"))
+
+
+def test_share_links_are_swept_with_the_results_and_wiped_at_start(gradio_temp_dir: Path) -> None:
+    folders = ResultFolders(max_age_s=60, interval_s=600)
+    link = gradio_temp_dir / DEEP_LINKS_SUBDIR / "AbC123" / "state.json"
+    fresh = gradio_temp_dir / DEEP_LINKS_SUBDIR / "fresh" / "state.json"
+    for path in (link, fresh):
+        path.parent.mkdir(parents=True)
+        path.write_text("[]", encoding="utf-8")
+    old = folders.new()  # a result folder
+    for path in (link.parent, old):
+        os.utime(path, (1, 1))  # long ago
+    assert folders.sweep() == 2
+    assert not link.parent.exists() and not old.exists() and fresh.exists()
+    assert wipe_temp_dir(gradio_temp_dir) >= 1 and not (gradio_temp_dir / DEEP_LINKS_SUBDIR).exists()
+
+
+def test_the_score_readout_names_the_automatic_strength_target_and_other_layers() -> None:
+    auto = ScoreChange(2.0, -1.6, (0, 1, 2, 3, 4, 5), target=-1.6)
+    text = score_markdown({0: auto}, stand_in=False)
+    assert "**Double-chin score: 2.0 → −1.6** (layers 0–5; the automatic strength aimed for −1.6)" in text
+    assert "stand-in" not in text
+    scattered = score_markdown({0: ScoreChange(1.0, -4.0, (0, 2, 5))}, stand_in=True)
+    assert "(layers 0, 2, 5)" in scattered and "the score means nothing here" in scattered
+    assert score_markdown({}, stand_in=False) == ""

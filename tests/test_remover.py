@@ -13,9 +13,9 @@ import torch
 from pipeline.config import EXAMPLES_DIR
 from pipeline.errors import PipelineError
 from pipeline.faces.align import Face
-from pipeline.latent.editing import edit_latent_auto, load_boundary
+from pipeline.latent.editing import edit_latent, edit_latent_auto, load_boundary
 from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance
-from pipeline.refinement.compositing import FEATHER_DIFFUSE, feather_mask
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
 from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.refinement.neck_mask import landmark_neck_mask
 from pipeline.remover import STAGES, DoubleChinRemover, RemovalResult, cached_target_distance, diffuse_features
@@ -23,9 +23,11 @@ from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
 from pipeline.weights.registry import REGISTRY
 from pipeline.weights.stand_in import MARKER_FILENAME, STAND_IN_NOTE, random_vgg16_features
 from tests.photos import make_photo
+from tests.serving import WARP_SKIPPED
 
 PHOTO_SIZE = (900, 760)  # (width, height) of the test photo: not square, not 1024, face off-centre
 CROP = 1024
+MIX_LAYERS_WARP_COMPLEMENT = tuple(range(6))  # the layers the warp edit changes (6–17 are restored)
 
 
 def one_face_photo() -> np.ndarray:
@@ -284,3 +286,58 @@ def test_diffuse_features_downsample_only_when_larger() -> None:
     assert small[-1].shape[-1] == 16
     pooled = torch.nn.functional.adaptive_avg_pool2d(images, 128)
     assert torch.equal(diffuse_features(vgg, pooled, size=128)[-1], small[-1])  # already 128²: used as it is
+
+
+OFFICIAL_CODES = sorted((EXAMPLES_DIR / "codes").glob("*_wp.npy"))
+
+
+@pytest.mark.parametrize(("method", "layers"), [("warp", tuple(range(6))), ("diffuse", tuple(range(7)))])
+def test_double_chin_score_of_the_seven_official_codes_changes_sign_at_minus_5(
+    remover: DoubleChinRemover, method: str, layers: tuple[int, ...]
+) -> None:
+    settings = RemovalSettings(method=method, strength=-5.0)
+    boundary = remover.boundary("fine", "all")
+    assert len(OFFICIAL_CODES) == 7
+    for path in OFFICIAL_CODES:
+        code = np.load(path)
+        edited = edit_latent(code, boundary, strength=-5.0, mix_layers=settings.effective_mix_layers)
+        score = remover.score(code, edited, settings)
+        assert score.layers == layers  # the layers the edit changes (style mixing restores the others)
+        assert score.before > 0 > score.after, path.name  # all seven were chosen as double-chin cases
+        assert score.after == pytest.approx(score.before - 5.0, abs=1e-4)  # unit normals: moved by the strength
+        assert score.target is None
+        auto_edited, auto = edit_latent_auto(code, boundary, mix_layers=settings.effective_mix_layers)
+        auto_score = remover.score(code, auto_edited, settings, auto)
+        assert auto_score.target == pytest.approx(auto_score.after, abs=1e-4) and auto_score.after < 0
+
+
+def test_the_score_is_in_the_edit_and_the_summary(warp_result: RemovalResult) -> None:
+    edit = warp_result.edits[0]
+    assert edit.score is not None and edit.score.after == pytest.approx(edit.score.before - 5.0, abs=1e-4)
+    written = json.loads(json.dumps(warp_result.summary()))["faces"]["0"]["double_chin_score"]
+    assert written == {
+        "before": round(edit.score.before, 4),
+        "after": round(edit.score.after, 4),
+        "layers": list(MIX_LAYERS_WARP_COMPLEMENT),
+        "boundary": "fine/all",
+    }
+
+
+def test_a_coarse_edit_is_scored_on_the_fine_boundary(remover: DoubleChinRemover) -> None:
+    code = np.load(OFFICIAL_CODES[0])
+    settings = RemovalSettings(boundary="coarse", boundary_variant="psi_0.8")
+    edited = edit_latent(code, remover.boundary("coarse", "psi_0.8"), strength=-5.0, mix_layers=MIX_LAYERS_WARP)
+    score = remover.score(code, edited, settings)
+    assert score.after < score.before  # the coarse edit also moves away from the double-chin side, less directly
+
+
+def test_the_jaw_warp_really_runs_end_to_end_with_synthetic_labels(synthetic_label_remover: DoubleChinRemover) -> None:
+    photo = one_face_photo()
+    result = synthetic_label_remover(photo, RemovalSettings(method="warp"))
+    edit = result.edits[0]
+    assert not any(note.startswith(WARP_SKIPPED) for note in result.notes), result.notes
+    assert edit.neck_mask.any()
+    unwarped = composite(edit.prepared.aligned.image, edit.edited, edit.blend_mask)
+    assert np.any(edit.refined != unwarped), "the warp moved the edited jaw before blending"
+    changed = np.any(result.image != photo, axis=2)
+    assert changed.any() and not changed[: photo.shape[0] // 4].any()  # only the neck region, never the top

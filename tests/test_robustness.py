@@ -324,7 +324,7 @@ def test_non_finite_strength_is_refused(served: Served, value: float) -> None:
 def test_group_photo_edits_the_largest_face_and_says_so(client: Client, tmp_path: Path) -> None:
     path = tmp_path / "group.png"
     group_photo().save(path)
-    (before, after), _, _, summary, notes = remove(client, path)
+    (before, after), _, _, summary, notes, _ = remove(client, path)
     assert summary["faces_found"] == 2
     assert summary["faces_edited"] == [0]
     assert "2 faces were found; face 1 (numbered from the largest) was edited." in notes
@@ -348,7 +348,7 @@ def test_gif_uploads_reach_the_pipeline_as_rgb(client: Client, tmp_path: Path, k
         path.write_bytes(encoded(portrait(tint=(200, 90, 60)), "GIF"))
     else:
         path.write_bytes(animated_gif())
-    (before, _), _, _, summary, notes = remove(client, path)
+    (before, _), _, _, summary, notes, _ = remove(client, path)
     with Image.open(before) as shown:
         assert shown.mode == "RGB" and shown.size == PORTRAIT_SIZE, "3-channel RGB, not GIF palette indices"
     np.testing.assert_array_equal(rgb(before), decode_upload(path).image)
@@ -369,7 +369,7 @@ def test_tiny_face_in_a_large_photo_gets_its_message(client: Client, good_photo:
 
 def output_files(result: tuple) -> list[Path]:
     """Every file a removal returns: before/after, the stage previews and the downloads."""
-    (before, after), stages, downloads, _, _ = result
+    (before, after), stages, downloads, *_ = result
     return [Path(before), Path(after), *(Path(item["image"]) for item in stages), *(Path(p) for p in downloads)]
 
 

@@ -37,11 +37,13 @@ from pipeline.errors import LatentCodeError, WeightsError
 __all__ = [
     "AutoStrength",
     "Boundary",
+    "ScoreChange",
     "auto_layer_steps",
     "auto_strength",
     "double_chin_score",
     "edit_latent",
     "edit_latent_auto",
+    "edited_layers",
     "layer_scores",
     "load_boundary",
     "load_latent_code",
@@ -134,6 +136,34 @@ class AutoStrength:
     mean_score: float
     already_clear: bool
     message: str | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class ScoreChange:
+    """The double-chin score (:func:`double_chin_score`) of a code before and after its edit.
+
+    Attributes:
+        before: score of the input code (positive = double-chin side of the fine/all boundary).
+        after: score of the edited code, over the same layers.
+        layers: the W+ layers averaged over: those the edit changes (:func:`edited_layers`).
+        target: what the automatic strength aimed for on those layers (``mean(s_i + d_i)``), or None for a manual
+            strength. With unit normals the edit reaches it exactly.
+    """
+
+    before: float
+    after: float
+    layers: tuple[int, ...]
+    target: float | None = None
+
+    def arrow(self) -> str:
+        """``"2.1 → −2.9"``: both scores to one decimal, with a true minus sign."""
+        return " → ".join(f"{value:.1f}".replace("-", "−") for value in (self.before, self.after))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: scores rounded to 4 decimals, the layers as a list, the boundary that scores."""
+        rounded = {"before": round(self.before, 4), "after": round(self.after, 4)}
+        target = {} if self.target is None else {"auto_strength_target": round(self.target, 4)}
+        return {**rounded, **target, "layers": list(self.layers), "boundary": "fine/all"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -238,6 +268,15 @@ def _mix_weights(mix_layers: Iterable[int], mix_ratio: float) -> np.ndarray:
     ratios = np.zeros(NUM_WS, dtype=np.float32)
     ratios[layers] = mix_ratio
     return ratios
+
+
+def edited_layers(mix_layers: Iterable[int], mix_ratio: float) -> tuple[int, ...]:
+    """The W+ layers an edit changes: every layer except those style mixing restores fully (``mix_ratio`` = 1).
+
+    Raises:
+        ValueError: ``mix_layers`` / ``mix_ratio`` out of range (see :func:`edit_latent`).
+    """
+    return tuple(int(i) for i in np.flatnonzero(_mix_weights(mix_layers, mix_ratio) < 1.0))
 
 
 def _step_and_mix(rows: np.ndarray, steps: np.ndarray, normal: np.ndarray, ratios: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pipeline.weights.registry import (
     REGISTRY,
+    STAND_IN_KEYS,
     STAND_IN_MARKER,
     FileFormat,
     WeightSpec,
@@ -39,6 +40,10 @@ CORRUPT_SUFFIX = ".corrupt"  # a file that failed verification is moved aside un
 MARKER_VERSION = 1
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 SNIFF_BYTES = 16  # bytes read from the start of a file to recognise its format
+STAND_IN_DETAIL = (
+    f"a random stand-in for tests (this folder carries {STAND_IN_MARKER}, written by `make-test-weights`), not the "
+    "real model: results made with it are not real"
+)
 
 
 class WeightState(enum.Enum):
@@ -46,6 +51,7 @@ class WeightState(enum.Enum):
 
     VERIFIED = "verified"  # size/sha256 matched a trusted reference (registry or Hub checksum)
     PRESENT = "present"  # exists and looks like the right format, but has not been (or cannot be) hashed
+    STAND_IN = "stand-in"  # present in a folder written by `make-test-weights`: random test weights, not the model
     CORRUPT = "corrupt"  # exists but fails its size, checksum or format check
     MISSING = "missing"
 
@@ -294,6 +300,8 @@ def weights_status(
             else:
                 path = None
                 check = _LocalCheck(WeightState.MISSING, _missing_detail(spec, directory))
+        if check.state is WeightState.PRESENT and key in STAND_IN_KEYS and (directory / STAND_IN_MARKER).is_file():
+            check = _LocalCheck(WeightState.STAND_IN, f"{path}: {STAND_IN_DETAIL}")
         statuses.append(WeightStatus(key, spec.filename, check.state, path, check.detail))
     return statuses
 

@@ -23,9 +23,10 @@ from types import MappingProxyType
 from pipeline.config import CHECKPOINTS_DIR
 
 WEIGHTS_DIR_ENV = "C2F_WEIGHTS_DIR"  # overrides the default weights folder
+STAND_IN_MARKER = "STAND_IN_WEIGHTS.txt"  # written by `make-test-weights` beside its stand-in files (ours)
+STAND_IN_KEYS = ("e4e", "face_parser", "vgg16")  # the files `make-test-weights` writes (dlib's model is the real one)
 PUBLIC_HUB = "https://huggingface.co"
 GIT_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
-STAND_IN_MARKER = "STAND_IN_WEIGHTS.txt"  # written by make-test-weights into a folder of stand-in weights
 
 
 class FileFormat(enum.Enum):

@@ -33,7 +33,7 @@ from pipeline.networks.encoder import Encoder4Editing, EncoderConfig
 from pipeline.networks.parsing import BiSeNet
 from pipeline.networks.perceptual import SAFETENSORS_METADATA, VGG16Features, VGGConfig
 from pipeline.networks.stylegan2 import Generator, GeneratorConfig
-from pipeline.weights.registry import REGISTRY, STAND_IN_MARKER
+from pipeline.weights.registry import REGISTRY, STAND_IN_KEYS, STAND_IN_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def write_stand_in_weights(
     """
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {key: folder / REGISTRY[key].filename for key in ("e4e", "face_parser", "vgg16")}
+    paths = {key: folder / REGISTRY[key].filename for key in STAND_IN_KEYS}
     existing = [path.name for path in paths.values() if path.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{folder} already holds {', '.join(existing)}; pass --force to replace them")

@@ -1,6 +1,6 @@
 """Face finding, FFHQ alignment and paste-back on the 7 reference photos and on canvases built from them.
 
-The reference photos (examples/*.jpg) are FFHQ-aligned 1024² crops, so re-aligning one must reproduce its own frame,
+The reference photos (examples/*.png) are FFHQ-aligned 1024² crops, so re-aligning one must reproduce its own frame,
 and a copy placed anywhere in a larger canvas (moved, scaled, rotated, cut by the border, next to another face) must be
 found and framed the same way, with paste-back landing exactly on the original pixels.
 """
@@ -40,7 +40,7 @@ from pipeline.faces.landmarks import (
     shape_predictor_path,
 )
 
-EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES_DIR.glob("*.jpg"))
+EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES_DIR.glob("*.png"))
 FRAMING_TOLERANCE = 0.025  # crop corners may move ≤ 2.5 % of the crop size (issue acceptance; measured 0.3–2 %)
 MIN_PASTE_PSNR = 35.0  # dB inside the face quad for an unmodified crop pasted back (issue acceptance)
 QUAD_EDGE_MARGIN = 3  # px: the warped mask fades over ~1 px at the quad outline; compare inside it
@@ -51,7 +51,7 @@ QUAD_EDGE_MARGIN = 3  # px: the warped mask fades over ~1 px at the quad outline
 
 @cache
 def example(name: str) -> np.ndarray:
-    image = decode_image(EXAMPLES_DIR / f"{name}.jpg")
+    image = decode_image(EXAMPLES_DIR / f"{name}.png")
     image.flags.writeable = False  # any in-place change by the code under test raises
     return image
 

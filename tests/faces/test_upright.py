@@ -16,7 +16,7 @@ from pipeline.faces.upright import FaceSearch, find_faces_any_turn, turn_clockwi
 @pytest.fixture(scope="module")
 def portrait() -> np.ndarray:
     """An example face, shrunk (fast detection) and padded to a non-square canvas."""
-    face = Image.open(EXAMPLES_DIR / "00016.jpg").convert("RGB").resize((300, 300), Image.Resampling.LANCZOS)
+    face = Image.open(EXAMPLES_DIR / "00016.png").convert("RGB").resize((300, 300), Image.Resampling.LANCZOS)
     return np.pad(np.asarray(face), ((10, 40), (60, 20), (0, 0)), mode="edge")
 
 

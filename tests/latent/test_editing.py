@@ -19,6 +19,7 @@ from pipeline.latent.editing import (
     BOUNDARY_VARIANTS,
     MAX_LATENT_FILE_BYTES,
     MAX_LATENT_ROW_NORM,
+    MIX_LAYERS_DIFFUSE,
     MIX_LAYERS_WARP,
     Boundary,
     auto_layer_steps,
@@ -26,6 +27,7 @@ from pipeline.latent.editing import (
     double_chin_score,
     edit_latent,
     edit_latent_auto,
+    edited_layers,
     layer_scores,
     load_boundary,
     load_latent_code,
@@ -589,3 +591,11 @@ def test_pytorch_zip_bomb_is_refused_before_loading(monkeypatch) -> None:
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran on an oversized archive"))
     with pytest.raises(LatentCodeError, match="unpacks to more data than a W\\+ code"):
         load_latent_code(big)
+
+
+def test_edited_layers_are_those_style_mixing_does_not_restore() -> None:
+    assert edited_layers(MIX_LAYERS_WARP, 1.0) == tuple(range(6))
+    assert edited_layers(MIX_LAYERS_DIFFUSE, 1.0) == tuple(range(7))
+    assert edited_layers(MIX_LAYERS_DIFFUSE, 0.5) == tuple(range(18))  # a partial mix still changes them
+    with pytest.raises(ValueError, match="layer indices"):
+        edited_layers([18], 1.0)

@@ -278,7 +278,7 @@ def test_neck_mask_settings_are_frozen_and_checked():
 
 @pytest.fixture(scope="module")
 def photo_and_landmarks() -> tuple[np.ndarray, np.ndarray]:
-    """examples/00016.jpg (already FFHQ-aligned, 1024²) and its dlib 68 landmarks."""
+    """examples/00016.png (already FFHQ-aligned, 1024²) and its dlib 68 landmarks."""
     dlib = pytest.importorskip("dlib")
     from PIL import Image
 
@@ -289,7 +289,7 @@ def photo_and_landmarks() -> tuple[np.ndarray, np.ndarray]:
     predictor_path = Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     if not predictor_path.is_file():
         pytest.skip(f"dlib 68-point model not found at {predictor_path}")
-    with Image.open(EXAMPLES_DIR / "00016.jpg") as image:
+    with Image.open(EXAMPLES_DIR / "00016.png") as image:
         photo = np.asarray(image.convert("RGB"))
     faces = dlib.get_frontal_face_detector()(photo, 0)
     assert len(faces) == 1

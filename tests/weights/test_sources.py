@@ -168,7 +168,7 @@ def test_the_pin_rejects_a_wrong_local_parser_but_not_a_stand_in_folder(env: Non
     (stand_in / PARSER.filename).write_bytes(torch_bytes({"a": torch.zeros(3)}))
     (stand_in / STAND_IN_MARKER).write_text("stand-in", encoding="utf-8")
     (status,) = weights_status(stand_in, keys=["face_parser"])
-    assert status.state is WeightState.PRESENT and "not the real weights" in status.detail
+    assert status.state is WeightState.STAND_IN and "not the real model" in status.detail  # status names stand-ins
     assert resolve_weight("face_parser", weights_dir=stand_in, allow_download=False) == stand_in / PARSER.filename
     (stand_in / PARSER.filename).write_bytes(b"<html>quota</html>")
     (status,) = weights_status(stand_in, keys=["face_parser"])

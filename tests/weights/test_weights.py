@@ -530,3 +530,24 @@ def test_weights_folder_is_not_created_by_reading(hub: FakeHub, tmp_path: Path) 
     with pytest.raises(WeightsUnavailableError):
         resolve_weight("vgg16", weights_dir=target, allow_download=False)
     assert not target.exists()
+
+
+def test_status_calls_stand_in_weights_stand_ins(
+    stand_in_weights_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    statuses = {s.key: s for s in weights_status(stand_in_weights_dir)}
+    for key in ("e4e", "face_parser", "vgg16"):
+        assert statuses[key].state is WeightState.STAND_IN, key
+        assert "not the real model" in statuses[key].detail and "present;" not in statuses[key].detail
+    assert statuses["dlib_landmarks"].state is not WeightState.STAND_IN  # the real model, from its pip package
+    assert main(["status", "--weights-dir", str(stand_in_weights_dir)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert all(" stand-in " in lines[key] for key in ("e4e", "face_parser", "vgg16"))
+
+
+def test_a_real_file_beside_no_marker_is_not_called_a_stand_in(
+    weights_dir: Path, sample_files: dict[str, bytes]
+) -> None:
+    weights_dir.mkdir()
+    (weights_dir / E4E.filename).write_bytes(sample_files["e4e"])
+    assert weights_status(weights_dir, keys=["e4e"])[0].state is WeightState.PRESENT

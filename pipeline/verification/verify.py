@@ -1,7 +1,7 @@
 """Running the known-answer checks on loaded models: ``verify``, the app's start-up subset, and pins to paste.
 
-- :func:`run_known_answers` runs every check of :mod:`pipeline.weights.known_answers` on loaded models (the full set,
-  or the cheap ``subset``: one render, one parse, the boundary check).
+- :func:`run_known_answers` runs every check of :mod:`pipeline.verification.known_answers` on loaded models (the
+  full set, or the cheap ``subset``: one render, one parse, the boundary check).
 - :func:`verify_command` is the body of ``python -m pipeline.weights verify``: load the models on the CPU, run the
   full set, print the report, say plainly when the weights are stand-ins, and, when a real file passed, print its
   size and sha256 in the registry's form (one copy-paste to pin it). Whole run on the 2-core CPU: see
@@ -29,8 +29,7 @@ import torch
 from pipeline.config import BOUNDARIES_DIR, NUM_WS
 from pipeline.errors import WeightsError
 from pipeline.latent.editing import load_boundary
-from pipeline.weights.download import resolve_weight
-from pipeline.weights.known_answers import (
+from pipeline.verification.known_answers import (
     DEFAULT_THRESHOLDS,
     ExampleSet,
     Finding,
@@ -44,6 +43,7 @@ from pipeline.weights.known_answers import (
     check_parser,
     load_examples,
 )
+from pipeline.weights.download import resolve_weight
 from pipeline.weights.registry import REGISTRY, get_spec, resolve_weights_dir
 
 __all__ = [
@@ -105,11 +105,11 @@ def run_known_answers(
     subset: bool = False,
     missing_reason: str = "the e4e weights are not loaded",
 ) -> KnownAnswerReport:
-    """Run the known-answer checks (module :mod:`pipeline.weights.known_answers`) on loaded models.
+    """Run the known-answer checks (module :mod:`pipeline.verification.known_answers`) on loaded models.
 
     Args:
         models: the loaded networks, or None to run only the boundary check (no weights needed).
-        examples: the official examples (default: :func:`~pipeline.weights.known_answers.load_examples`).
+        examples: the official examples (default: :func:`~pipeline.verification.known_answers.load_examples`).
         thresholds: pass marks.
         boundaries_dir: where the fine/all boundary lives.
         subset: the cheap start-up subset: one render of :data:`STARTUP_EXAMPLE` (PSNR tests against all seven

@@ -19,7 +19,7 @@ from pipeline.latent.editing import Boundary, load_boundary
 from pipeline.models import load_models
 from pipeline.networks.parsing import NECK, SKIN
 from pipeline.networks.perceptual import VGGConfig, lpips_like_distance
-from pipeline.weights.known_answers import (
+from pipeline.verification.known_answers import (
     DEFAULT_THRESHOLDS,
     STAND_IN_VERDICT,
     ExampleSet,
@@ -35,8 +35,7 @@ from pipeline.weights.known_answers import (
     psnr_matrix,
     vgg_features,
 )
-from pipeline.weights.stand_in import random_vgg16_features
-from pipeline.weights.verify import (
+from pipeline.verification.verify import (
     STARTUP_EXAMPLE,
     StartupCheck,
     pin_lines,
@@ -44,6 +43,7 @@ from pipeline.weights.verify import (
     startup_subset,
     verify_command,
 )
+from pipeline.weights.stand_in import random_vgg16_features
 
 T = DEFAULT_THRESHOLDS
 CPU = torch.device("cpu")
@@ -200,7 +200,7 @@ def test_run_and_verify_command_with_fake_models_print_pins(
     (weights / "e4e_ffhq_encode.pt").write_bytes(b"PK\x03\x04" + b"e4e" * 100)
     (weights / "model.safetensors").write_bytes((8).to_bytes(8, "little") + b"{}      ")
     printed: list[str] = []
-    monkeypatch.setattr("pipeline.weights.verify.load_examples", lambda: examples)
+    monkeypatch.setattr("pipeline.verification.verify.load_examples", lambda: examples)
     assert verify_command(weights, None, printed.append, load=lambda _dir: models) == 0
     text = "\n".join(printed)
     assert "PASSED" in text and "STAND-IN" not in text
@@ -213,7 +213,7 @@ def test_run_and_verify_command_with_fake_models_print_pins(
 def test_pins_are_never_printed_for_stand_ins_or_failed_checks(tmp_path: Path) -> None:
     path = tmp_path / "e4e_ffhq_encode.pt"
     path.write_bytes(b"x")
-    from pipeline.weights.known_answers import Finding
+    from pipeline.verification.known_answers import Finding
 
     passed = KnownAnswerReport((Finding("generator", True, ""), Finding("encoder", True, "")))
     assert pin_lines(passed, {"e4e": path})[1] == "        size=1,"
@@ -277,7 +277,7 @@ def test_stand_in_weights_fail_plainly_and_far_from_the_thresholds(
     assert max(psnrs) < T.generator_psnr_min_db - 6.0  # measured 4.8–4.9 dB: ≥ 11 dB below the floor
 
     printed: list[str] = []
-    monkeypatch.setattr("pipeline.weights.verify.load_examples", lambda: three)
+    monkeypatch.setattr("pipeline.verification.verify.load_examples", lambda: three)
     assert verify_command(stand_in_weights_dir, ["e4e"], printed.append, load=lambda _dir: models) == 1
     text = "\n".join(printed)
     assert "STAND-IN weights" in text and "cannot be reproduced" in text and "size=" not in text
@@ -304,7 +304,7 @@ def test_startup_subset_on_stand_ins_renders_one_code_and_parses_one_photo(stand
 
 
 def test_startup_check_runs_in_the_background_and_warns_only_on_failure(examples: ExampleSet) -> None:
-    from pipeline.weights.known_answers import Finding
+    from pipeline.verification.known_answers import Finding
 
     models = FakeModels(torch.nn.Identity(), None, None, None)
     failing = KnownAnswerReport((Finding("generator", False, ""),))

@@ -19,7 +19,7 @@ The checks (each returns a :class:`Finding` with its figures):
 - **Face parser** (:func:`check_parser`): skin covers most of the landmark face (the convex hull of dlib's 68 points),
   and the neck class sits below the chin where the photo shows it.
 
-:mod:`pipeline.weights.verify` runs them on loaded models (``python -m pipeline.weights verify``, and the cheap
+:mod:`pipeline.verification.verify` runs them on loaded models (``python -m pipeline.weights verify``, and the cheap
 start-up subset the app runs in a background thread). Everything here is a function of arrays and callables, so the
 tests can drive each check with fakes.
 
@@ -122,7 +122,7 @@ EXAMPLE_SHA256 = {
     "00667": ("a4f1c51ea2df93f3c91c94f041fdde119a9170db7e344b5582436b7cf49d0d7e",
               "44daafdf07891dfd61298798f0fc1917e976c700beb0af9d5623d732ff648c5f"),
 }  # fmt: skip
-"""Example name → (sha256 of ``examples/<name>.jpg``, sha256 of ``examples/codes/<name>_wp.npy``)."""
+"""Example name → (sha256 of ``examples/<name>.png``, sha256 of ``examples/codes/<name>_wp.npy``)."""
 BOUNDARY_SHA256 = {  # fine/all, as in the official release
     BOUNDARY_FILENAME: "590e928984c6230b7bcb58d6ce08c76df1ec995de3ed743b32fbb9c289109777",
     INTERCEPT_FILENAME: "83b758f7af015372497461d725c284aae152126a71cdf329e52b95b355e8fe44",
@@ -270,7 +270,7 @@ def load_examples(examples_dir: Path = EXAMPLES_DIR, names: Sequence[str] | None
     """Read the official photos and codes after checking their sha256 against the official release.
 
     Args:
-        examples_dir: folder with ``<name>.jpg`` and ``codes/<name>_wp.npy``.
+        examples_dir: folder with ``<name>.png`` and ``codes/<name>_wp.npy``.
         names: which examples (default: all seven).
 
     Raises:
@@ -280,7 +280,7 @@ def load_examples(examples_dir: Path = EXAMPLES_DIR, names: Sequence[str] | None
     photos, codes = [], []
     for name in chosen:
         photo_sha, code_sha = EXAMPLE_SHA256[name]
-        photo_path, code_path = examples_dir / f"{name}.jpg", examples_dir / "codes" / f"{name}_wp.npy"
+        photo_path, code_path = examples_dir / f"{name}.png", examples_dir / "codes" / f"{name}_wp.npy"
         for path, expected in ((photo_path, photo_sha), (code_path, code_sha)):
             if not path.is_file() or _sha256(path) != expected:
                 raise ValueError(f"{path} is missing or differs from the official release (sha256 {expected})")
