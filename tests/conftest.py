@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
+from pipeline import DoubleChinRemover
 from pipeline.config import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -124,3 +125,13 @@ def client(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Client:
     from gradio_client import Client
 
     return Client(served.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def remover(stand_in_weights_dir: Path) -> DoubleChinRemover:
+    """The whole remover on the stand-in weights, on the CPU, without progress bars (loaded once per module)."""
+    from pipeline import DoubleChinRemover
+
+    remover = DoubleChinRemover.from_pretrained(stand_in_weights_dir, device="cpu", allow_download=False)
+    remover.progress_bars = False
+    return remover

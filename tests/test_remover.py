@@ -41,13 +41,6 @@ def two_face_photo() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def remover(stand_in_weights_dir: Path) -> DoubleChinRemover:
-    remover = DoubleChinRemover.from_pretrained(stand_in_weights_dir, device="cpu", allow_download=False)
-    remover.progress_bars = False
-    return remover
-
-
-@pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     return one_face_photo()
 

@@ -7,7 +7,6 @@ and what the output file carries do not depend on the weights.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,13 +18,6 @@ from pipeline.faces.upright import turn_clockwise
 from pipeline.remover import STRENGTH_ZERO_NOTE, DoubleChinRemover, RemovalResult
 from pipeline.settings import RemovalSettings
 from tests.photos import colord_profile, make_photo
-
-
-@pytest.fixture(scope="module")
-def remover(stand_in_weights_dir: Path) -> DoubleChinRemover:
-    remover = DoubleChinRemover.from_pretrained(stand_in_weights_dir, device="cpu", allow_download=False)
-    remover.progress_bars = False
-    return remover
 
 
 @pytest.fixture(scope="module")

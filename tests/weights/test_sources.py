@@ -18,13 +18,12 @@ from types import MappingProxyType
 
 import pytest
 import torch
-from huggingface_hub import constants as hf_constants
 
 from pipeline.networks.parsing import BiSeNet, load_parser
 from pipeline.weights import checks, registry
 from pipeline.weights.checks import WeightState, weights_status
 from pipeline.weights.download import HubFileNotFoundError, WeightsIntegrityError, resolve_weight
-from pipeline.weights.registry import REGISTRY, STAND_IN_MARKER, HubSource, get_spec
+from pipeline.weights.registry import STAND_IN_MARKER, HubSource, get_spec
 from pipeline.weights.stand_in import seeded_state_dict
 from tests.weights.fake_hub import FakeHub
 
@@ -51,16 +50,8 @@ def parser_bytes() -> bytes:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for spec in REGISTRY.values():
-        monkeypatch.delenv(spec.repo_env, raising=False)
-        monkeypatch.delenv(spec.revision_env, raising=False)
-    for name in ("C2F_WEIGHTS_DIR", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_ETAG_TIMEOUT", 5)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DOWNLOAD_TIMEOUT", 5)
+def env(online_hub_environment: None) -> None:
+    """Online against the fake Hub (tests/weights/conftest.py)."""
 
 
 @pytest.fixture

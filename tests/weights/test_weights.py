@@ -87,18 +87,9 @@ def unpin_parser(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def hub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Online, no overrides, a private HF cache, timeouts short enough for tests, and the sample parser accepted."""
+def hub_env(online_hub_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online (tests/weights/conftest.py), and the sample parser accepted."""
     unpin_parser(monkeypatch)
-    for spec in REGISTRY.values():
-        monkeypatch.delenv(spec.repo_env, raising=False)
-        monkeypatch.delenv(spec.revision_env, raising=False)
-    for name in ("C2F_WEIGHTS_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_ETAG_TIMEOUT", 5)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DOWNLOAD_TIMEOUT", 5)
 
 
 @pytest.fixture
