@@ -57,6 +57,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, PipelineError, WeightsError
@@ -75,6 +76,7 @@ V = TypeVar("V")
 
 if __name__ == "__main__":  # before the models load at import, so their log lines are shown
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # process-wide glibc tuning: renders reuse their memory (docs/performance.md)
 
 # -- configuration ---------------------------------------------------------------------------------------------------
 

@@ -31,13 +31,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import statistics
 import time
 
 import numpy as np
 import torch
 
-from bench.common import Record, Samples, format_row, keep_freed_memory, peak_rss_mb, timed
+from bench.common import Record, Samples, format_row, peak_rss_mb, reference_forward_s, timed
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import ALIGNED_SIZE
 from pipeline.faces.align import align_face, find_faces
 from pipeline.faces.decode import decode_upload
@@ -76,6 +78,11 @@ def load_remover(labels: str) -> tuple[DoubleChinRemover, SyntheticLabelParser |
     return DoubleChinRemover(dataclasses.replace(remover.models, parser=parser)), parser
 
 
+def time_reference(remover: DoubleChinRemover, record: Record) -> None:
+    """One 1024² generator forward, timed in this process (before and after the timed runs: their mean is the unit)."""
+    record.extra.setdefault("forward_s", []).append(reference_forward_s(remover.models.generator))
+
+
 def aligned_landmarks(image: np.ndarray) -> np.ndarray:
     face = find_faces(image)[0]
     return align_face(image, face, ALIGNED_SIZE).to_aligned(face.landmarks)
@@ -94,6 +101,7 @@ def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
     if parser is not None:
         parser.set_landmarks(aligned_landmarks(decode_upload(photo_path).image), ALIGNED_SIZE)
     samples, per_stage, notes = Samples(), {}, set()
+    time_reference(remover, record)
     for index in range(args.warmup + args.runs):
         if parser is not None:
             parser.reset()
@@ -102,6 +110,7 @@ def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
             for stage, seconds in result.timings.items():
                 per_stage.setdefault(stage, []).append(seconds)
         notes.update(note for note in result.notes if "stand-in" not in note)
+    time_reference(remover, record)
     rss = peak_rss_mb()
     warp = "warp ran" if not any("skipped" in note or "unchanged" in note for note in notes) else "warp fallback"
     record.rows.append(
@@ -139,6 +148,7 @@ def run_slider(args: argparse.Namespace, record: Record) -> None:
     settings = default_settings(torch.device("cpu"))
     photo, prepared = prepare_once(remover, parser, settings)
     samples, per_stage, notes = Samples(), {}, set()
+    time_reference(remover, record)
     for index in range(args.warmup + args.runs):
         changed = dataclasses.replace(settings, strength=SLIDER_STRENGTHS[index % len(SLIDER_STRENGTHS)])
         edit = timed(
@@ -149,6 +159,7 @@ def run_slider(args: argparse.Namespace, record: Record) -> None:
             for stage, seconds in edit.timings.items():
                 per_stage.setdefault(stage, []).append(seconds)
         notes.update(edit.notes)
+    time_reference(remover, record)
     warp = "warp ran" if not any("skipped" in note or "unchanged" in note for note in notes) else "warp fallback"
     record.rows.append(
         samples.row(
@@ -173,6 +184,7 @@ def run_diffuse(args: argparse.Namespace, record: Record) -> None:
     )
     photo, prepared = prepare_once(remover, parser, settings)
     samples, steps, notes = Samples(), [], set()
+    time_reference(remover, record)
     for index in range(args.warmup + args.runs):
         edit = timed(
             lambda: slider_change(remover, photo.image, prepared, settings),
@@ -181,6 +193,7 @@ def run_diffuse(args: argparse.Namespace, record: Record) -> None:
         if index >= args.warmup:
             steps.append(edit.timings.get("refine_diffuse", float("nan")))
         notes.update(edit.notes)
+    time_reference(remover, record)
     ran = "diffuse ran" if not any("unchanged" in note for note in notes) else "empty mask: nothing refined"
     record.rows.append(
         samples.row(
@@ -226,6 +239,9 @@ def main() -> None:
     full_size_weights_dir()
     record.extra["weights_ready_s"] = round(time.perf_counter() - start, 2)
     CASES[args.case](args, record)
+    forward = statistics.mean(record.extra["forward_s"])
+    for row in record.rows:
+        row.forward_s = forward
     for row in record.rows:
         print(format_row(row))
     for note in record.extra.get("notes", []):

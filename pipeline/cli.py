@@ -43,6 +43,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.allocator import keep_freed_memory
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
 from pipeline.latent.editing import BOUNDARY_VARIANTS, load_latent_code
@@ -509,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous_level = _configure_logging(args)
+    keep_freed_memory()  # process-wide glibc tuning: renders reuse their memory (docs/performance.md)
     try:
         return _run(parser, args)
     except KeyboardInterrupt:
