@@ -66,7 +66,7 @@ from pipeline.faces.decode import DecodedImage, decode_upload
 from pipeline.latent.editing import MAX_LATENT_FILE_BYTES, load_latent_code, strength_sweep
 from pipeline.models import STAND_IN_NOTE
 from pipeline.refinement.compositing import composite, mask_overlay
-from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult
+from pipeline.remover import RECONSTRUCTION_PREVIEW_SIZE, DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult
 from pipeline.settings import MAX_STEPS, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
 from pipeline.weights.registry import REGISTRY, format_status, resolve_weights_dir, weights_status
 
@@ -138,8 +138,8 @@ STAGE_PROGRESS = {  # pipeline stage → (fraction done when it starts, label sh
     "optimise": (0.2, "Optimising the W+ code"),
     "reconstruct": (0.45, "Rendering the reconstruction"),
     "parse": (0.5, "Parsing the face"),
-    "edit": (0.6, "Moving along the double-chin boundary"),
-    "mask": (0.7, "Finding the neck region"),
+    "mask": (0.6, "Finding the neck region"),
+    "edit": (0.65, "Moving along the double-chin boundary"),
     "refine_warp": (0.75, "Refining the neck (warp)"),
     "refine_diffuse": (0.75, "Refining the neck (diffuse)"),
     "sweep": (0.85, "Rendering the strength sweep"),
@@ -733,6 +733,7 @@ class RemovalApp:
                 assert job.image is not None, "a job without a prepared face must carry the photo"
                 prepared = remover.prepare(job.image, job.face, job.settings, w_plus=job.user_code, on_stage=on_stage)
             edit = remover.edit(prepared, job.settings, on_stage=on_stage)
+            remover.reconstruct(prepared, size=RECONSTRUCTION_PREVIEW_SIZE)  # for the gallery; cached with the face
             sweep: tuple[np.ndarray, ...] = ()
             if job.sweep_frames:
                 on_stage("sweep")

@@ -499,6 +499,9 @@ def process_photo(
             bar.set_postfix_str(f"{plan.source.name}: {stage}")
 
     result = remover(plan.source, settings, w_plus=code, on_stage=on_stage)
+    if save_stages:
+        for edit in result.edits.values():
+            remover.reconstruct(edit.prepared)  # rendered only when asked for (not needed by the result)
     files, summary = result_files(result, plan, save_stages=save_stages, seconds=time.perf_counter() - start)
     plan.result.parent.mkdir(parents=True, exist_ok=True)  # created with the first output, so failures leave none
     write_files_atomically(files, overwrite=overwrite)
