@@ -7,10 +7,9 @@ Usage (from the repo root)::
 The face of the end-to-end benchmark (full-size random weights, the 12 MP photo, the synthetic label map; see
 :mod:`bench.bench_end_to_end`) is edited at strength −5 with the diffuse method's settings; then the diffuse loop
 runs with the CPU recipe (:data:`pipeline.refinement.diffuse.CPU_DIFFUSE`, 50 steps at lr 0.02) and with each
-``STEPS/LR[/FINAL]`` variant (same render and VGG sizes; with FINAL the learning rate falls linearly to that
-fraction of LR). Each final code is scored by the recipe's own objective (masked pixel loss + λ·VGG feature loss at
-the recipe's sizes, evaluated on the final code, the same for all), and a variant is given as the share of the
-recipe's decrease it reaches: ``(L(start) − L(variant)) / (L(start) − L(recipe))``.
+``STEPS/LR`` variant (same render and VGG sizes). Each final code is scored by the recipe's own objective (masked
+pixel loss + λ·VGG feature loss at the recipe's sizes, evaluated on the final code, the same for all), and a variant
+is given as the share of the recipe's decrease it reaches: ``(L(start) − L(variant)) / (L(start) − L(recipe))``.
 Times are the loop's wall clock (steps × a step's cost, so they scale with the step count).
 """
 
@@ -43,7 +42,7 @@ DEFAULT_VARIANTS = ("25/0.04", "30/0.035")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="STEPS/LR[/FINAL_LR_FRACTION]")
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="STEPS/LR")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -75,13 +74,8 @@ def main() -> None:
     start_loss = objective(prepared.w_plus)
     runs = {f"{CPU_DIFFUSE.steps}/{CPU_DIFFUSE.learning_rate:g} (recipe)": CPU_DIFFUSE}
     for variant in args.variants:
-        steps, rate, *final = variant.split("/")
-        runs[variant] = dataclasses.replace(
-            CPU_DIFFUSE,
-            steps=int(steps),
-            learning_rate=float(rate),
-            final_lr_fraction=float(final[0]) if final else 1.0,
-        )
+        steps, rate = variant.split("/")
+        runs[variant] = dataclasses.replace(CPU_DIFFUSE, steps=int(steps), learning_rate=float(rate))
     scores: dict[str, dict[str, float]] = {}
     for name, options in runs.items():
         begin = time.perf_counter()

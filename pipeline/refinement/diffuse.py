@@ -52,9 +52,6 @@ class DiffuseSettings:
     optimise_size: int = 1024  # resolution rendered during optimisation (1024 = official; lower on CPU)
     precision: Precision = "auto"  # autocast of the forward passes: fp32 on CPU, bf16/fp16 on CUDA (see
     # pipeline.latent.inversion.autocast_dtype)
-    # The learning rate falls linearly from ``learning_rate`` at the first step to
-    # ``learning_rate · final_lr_fraction`` at the last (ours, issue 16); 1.0 keeps it constant (official).
-    final_lr_fraction: float = 1.0
 
 
 # The CPU recipe (ours; issue 8: ≤ 90 s on 2 cores). Measured against the official recipe (1024² render, VGG at
@@ -137,10 +134,6 @@ def diffuse_refine(
             if should_stop is not None and should_stop():
                 result.stopped_early = True
                 break
-            if settings.final_lr_fraction != 1.0:  # host-side schedule: no device sync
-                progress_done = step / max(settings.steps - 1, 1)
-                fraction = 1.0 + (settings.final_lr_fraction - 1.0) * progress_done
-                optimiser.param_groups[0]["lr"] = settings.learning_rate * fraction
             with precision.autocast():
                 render = generator.synthesis(w_plus, resolution=size)
                 pixel_loss = ((target_opt - render.float()) * weight).square().mean()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
@@ -208,21 +206,3 @@ def test_cpu_recipe_is_cheaper_with_the_same_step_budget() -> None:
     # fewer, larger steps: the summed learning rate (how far Adam can move the code) stays the official one
     assert CPU_DIFFUSE.steps * CPU_DIFFUSE.learning_rate == pytest.approx(official.steps * official.learning_rate)
     assert CPU_DIFFUSE.precision == "fp32"
-
-
-def test_learning_rate_decay_schedule(generator: Generator, feature_distance, scene: dict, monkeypatch) -> None:
-    """``final_lr_fraction`` lowers the rate linearly from the first to the last step; 1.0 keeps it constant."""
-    seen: list[float] = []
-    original_step = torch.optim.Adam.step
-
-    def recording_step(self, *args, **kwargs):
-        seen.append(self.param_groups[0]["lr"])
-        return original_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    run = partial(diffuse_refine, generator, feature_distance, scene["target"], scene["outside"], scene["code"])
-    run(settings=DiffuseSettings(steps=5, optimise_size=FAST, learning_rate=0.04, final_lr_fraction=0.25))
-    assert seen == pytest.approx([0.04, 0.0325, 0.025, 0.0175, 0.01])
-    seen.clear()
-    run(settings=DiffuseSettings(steps=3, optimise_size=FAST, learning_rate=0.04))
-    assert seen == pytest.approx([0.04] * 3)
