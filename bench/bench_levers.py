@@ -16,6 +16,8 @@ each other, which inflates CPU time by the load, while one thread's CPU time is 
 - **slider change**: ``remover.edit`` + paste back with ``windowed_edit`` off and on.
 - **reconstruction**: the full render the fast path used to make against the 256² preview the app now shows.
 - **fast path**: the whole request before (full edit render, eager full reconstruction) and after.
+- **align resampling**: the QUAD transform to 4096² + Lanczos to 1024² in one call against two threaded bands (the
+  same CPU work; compare the wall-clock ratio).
 - **bf16**: a 1024² render under CPU autocast to bfloat16 against fp32, with its PSNR against fp32.
 
 The allocator setting is process-wide, so it is measured in separate processes (``bench.run_all`` with and without
@@ -33,11 +35,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from bench.bench_end_to_end import load_remover, prepare_once, slider_change
 from bench.common import Record, Samples, format_row, reference_forward_s, timed
 from bench.full_size import full_size_weights_dir, twelve_mp_jpeg
 from pipeline.allocator import keep_freed_memory
+from pipeline.faces.align import quad_resample
 from pipeline.remover import RECONSTRUCTION_PREVIEW_SIZE, to_uint8
 from pipeline.settings import default_settings
 
@@ -129,6 +133,16 @@ def run(args: argparse.Namespace, record: Record) -> None:
     times = interleaved(fast_path(False), fast_path(True), args.rounds)
     add_lever(record, "fast path (12 MP, e4e + warp)", times, forward)
     remover.windowed_edit = True
+
+    source = Image.fromarray(prepared.aligned.image)  # any RGB image: the work does not depend on the pixels
+    quad = np.array([[40.0, 60.0], [60.0, 980.0], [980.0, 960.0], [960.0, 40.0]])
+    size = prepared.aligned.image.shape[0]
+    times = interleaved(
+        lambda: quad_resample(source, quad, 4 * size, size, bands=1),
+        lambda: quad_resample(source, quad, 4 * size, size),
+        args.rounds,
+    )
+    add_lever(record, "align resampling (1 → 2 threaded bands; see the wall ratio)", times, forward)
 
     generator = remover.models.generator
     code = torch.from_numpy(prepared.w_plus).float()
