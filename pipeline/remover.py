@@ -328,7 +328,8 @@ class DoubleChinRemover:
     def render(self, w_plus: np.ndarray, *, size: int | None = None) -> np.ndarray:
         """(1, 18, 512) code → (S, S, 3) uint8 RGB render with constant noise.
 
-        S is 1024, or ``size``: the generator's RGB output at that level, a preview (~1/4 of the work at 256²).
+        S is 1024, or ``size``: the generator's RGB output at that level, a preview (at 256² about 0.55 of the work of
+        a full render, measured; the levels from 64² to 256² cost as much as each higher one).
         """
         with torch.inference_mode():
             code = torch.from_numpy(np.ascontiguousarray(w_plus, dtype=np.float32)).to(self.device)
