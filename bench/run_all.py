@@ -315,7 +315,7 @@ def ratio_results(outcomes: list[Outcome]) -> tuple[list[RatioResult], float | N
         figures = (row.median_s, row.forward_s, row.ratio)
         results.append(RatioResult(target.figure, *figures, target.target, target.stretch))
     fast = by_name.get("end-to-end")
-    return results, (fast.peak_rss_mb if fast is not None else None)
+    return results, (fast.rows[0].peak_rss_mb if fast is not None else None)
 
 
 def ratio_lines(outcomes: list[Outcome]) -> list[str]:
@@ -353,7 +353,7 @@ def markdown(outcomes: list[Outcome], info: dict[str, object], started: str, loa
     results, rss = ratio_results(outcomes)
     if results or rss is not None:
         lines += [
-            "Issue 16's figures, as multiples of one 1024² generator forward timed in the same process (before and",
+            "Issue 16's figures, as multiples of one 1024² generator forward timed in the same process (twice, right",
             "after the timed runs), so that other load on the machine moves them much less than the seconds:",
             "",
             "| figure | seconds | one forward (s) | ratio | target | result |",
