@@ -30,13 +30,12 @@ import spaces  # isort: skip  (first: on ZeroGPU it must patch torch before anyt
 import dataclasses
 import inspect
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -44,10 +43,11 @@ import torch
 from starlette.middleware import Middleware
 
 from page.cache import LruCache, pixel_hash
+from page.environment import ALLOW_DOWNLOAD_ENV, device_from_env, env_flag
 from page.errors import storage_errors, user_facing_errors
 from page.examples import AUTHORS_CODE_INVERSION, ExampleCodes, example_photos
 from page.faces import faces_label, faces_overview
-from page.files import ResultFolders, wipe_temp_dir, write_result, write_sweep
+from page.files import ResultFolders, claim_temp_dir, write_result, write_sweep
 from page.http_guard import RequestBodyLimit
 from page.inputs import (
     MAX_FILE_SIZE_MB,
@@ -55,8 +55,9 @@ from page.inputs import (
     NO_PHOTO_MESSAGE,
     SafeImage,
     read_user_code,
+    same_parameters_as,
 )
-from page.layout import ENTER_APPLIES_JS, Controls, Views, build_controls
+from page.layout import ENTER_APPLIES_JS, Controls, Views, build_controls, startup_check_banner
 from page.text import (
     AUTHORS_CODE_NOTE,
     STALE_NOTES,
@@ -75,6 +76,7 @@ from pipeline import (
     CHECKPOINTS_DIR,
     MAX_STEPS,
     NUM_WS,
+    RECONSTRUCTION_PREVIEW_SIZE,
     STAND_IN_NOTE,
     DecodedImage,
     DoubleChinRemover,
@@ -89,21 +91,18 @@ from pipeline import (
     WeightsError,
     add_timings,
     default_settings,
+    keep_freed_memory,
     resolve_weights_dir,
-    select_device,
 )
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 if __name__ == "__main__":  # before the models load at import, so their log lines are shown
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # process-wide glibc tuning: renders reuse their memory (docs/performance.md)
 
 # -- configuration ---------------------------------------------------------------------------------------------------
 
-DEVICE_ENV = "C2F_DEVICE"  # auto / cpu / cuda / cuda:N
-ALLOW_DOWNLOAD_ENV = "C2F_ALLOW_DOWNLOAD"  # 0/false/no/off: never touch the network for weights
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 QUEUE_MAX_SIZE = 16  # waiting requests beyond this get "Queue is full" (RELIABILITY.md §0 item 4: peers use 4–25)
 DELETE_CACHE = (600, 1800)  # sweep temporary files every 10 min, deleting those older than 30 min (§1.3)
@@ -165,27 +164,6 @@ def launch_options() -> dict[str, Any]:
 # -- model loading ---------------------------------------------------------------------------------------------------
 
 
-def env_flag(name: str, default: bool) -> bool:
-    """A boolean environment variable: unset → ``default``; 0/false/no/off → False; anything else → True."""
-    value = os.environ.get(name, "").strip().lower()
-    return default if not value else value not in FALSE_WORDS
-
-
-def device_from_env() -> str:
-    """``C2F_DEVICE`` (default auto), or "cpu" with a warning in the log when this machine does not have that device.
-
-    A Space moved to CPU hardware (or a typo) keeps serving on the CPU, with the CPU's step caps, instead of failing
-    to start (RELIABILITY.md §6.2 item 9).
-    """
-    requested = os.environ.get(DEVICE_ENV, "").strip() or "auto"
-    try:
-        select_device(requested)
-    except (ValueError, RuntimeError) as err:
-        logger.warning("%s=%s cannot be used (%s); running on the CPU instead", DEVICE_ENV, requested, err)
-        return "cpu"
-    return requested
-
-
 def load_remover_from_env() -> DoubleChinRemover | WeightsError:
     """Load every model once, as the environment says; a weights problem is returned (and logged), not raised."""
     device = device_from_env()
@@ -230,20 +208,6 @@ def gpu_seconds(job: GpuJob, progress: object = None) -> int:
     if job.settings.method == "diffuse":
         seconds += GPU_SECONDS_PER_REFINE_STEP * job.settings.refine_steps
     return int(seconds)
-
-
-def same_parameters_as(model: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Give an event handler ``model``'s parameter list.
-
-    Gradio reads the API's parameter names, and where to inject the progress tracker, from the signature, and passes
-    every value positionally; so a handler written as ``(self, photo, *values)`` serves the same inputs as ``model``.
-    """
-
-    def decorate(handler: Callable[..., T]) -> Callable[..., T]:
-        handler.__signature__ = inspect.signature(model)  # type: ignore[attr-defined]
-        return handler
-
-    return decorate
 
 
 @dataclass
@@ -342,6 +306,7 @@ class RemovalApp:
                 assert job.image is not None, "a job without a prepared face must carry the photo"
                 prepared = remover.prepare(job.image, job.face, job.settings, w_plus=job.user_code, on_stage=on_stage)
             edit = remover.edit(prepared, job.settings, on_stage=on_stage)
+            remover.reconstruct(prepared, size=RECONSTRUCTION_PREVIEW_SIZE)  # for the gallery; cached with the face
             sweep = remover.sweep(edit, job.settings, job.sweep_frames, on_stage=on_stage) if job.sweep_frames else ()
             return GpuResult(prepared, edit, sweep)
 
@@ -542,19 +507,6 @@ def status_banner(app: RemovalApp) -> None:
         gr.Markdown("\n".join(f"⚠️ {note}" for note in notes), elem_classes=["c2f-banner", "c2f-warning"])
 
 
-def startup_check_banner(demo: gr.Blocks, check: StartupCheck | None) -> None:
-    """A warning shown on page load once the start-up known-answer check (a background thread) has failed."""
-    if check is None or not check.active:  # no models, or stand-ins (the stand-in banner already says why)
-        return
-    banner = gr.Markdown(visible=False, elem_classes=["c2f-banner", "c2f-warning"])
-
-    def show() -> gr.Markdown:
-        text = check.warning()
-        return gr.Markdown(f"⚠️ {text}" if text else "", visible=bool(text))
-
-    demo.load(show, None, banner, api_visibility="private", queue=False)
-
-
 def build_demo(loaded: DoubleChinRemover | WeightsError, startup_check: StartupCheck | None = None) -> gr.Blocks:
     """The page over a loaded remover, or over the weights error that stopped it from loading.
 
@@ -635,7 +587,9 @@ def wire_events(
 
 
 if __name__ == "__main__":  # a fresh server keeps nothing of an earlier run's users (RELIABILITY.md §6.2 item 18)
-    logger.info("removed %d leftovers of an earlier run from the temporary folder", wipe_temp_dir())
+    TEMP_DIR_CLAIM = claim_temp_dir()  # held while the server runs; another live server's files are never wiped
+    if TEMP_DIR_CLAIM.removed is not None:
+        logger.info("removed %d leftovers of an earlier run from the temporary folder", TEMP_DIR_CLAIM.removed)
 LOADED = load_remover_from_env()
 # Known answers on the CPU in a background thread: never delays the page; a failure shows a warning (docs/first-run.md)
 STARTUP_CHECK = StartupCheck(LOADED.models if isinstance(LOADED, DoubleChinRemover) else None).start()

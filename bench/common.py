@@ -13,8 +13,6 @@ other load on the machine distorts less. Peak RSS is ``ru_maxrss`` of the benchm
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib
 import json
 import os
@@ -28,10 +26,9 @@ from pathlib import Path
 
 import torch
 
+from pipeline import allocator
+
 KIB_PER_MB = 1024  # ru_maxrss is in KiB on Linux; "MB" in the tables means MiB
-GLIBC_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (glibc malloc.h)
-GLIBC_M_MMAP_THRESHOLD = -3
-KEEP_FREED_MEMORY_BYTES = 2**31 - 1  # the largest threshold mallopt accepts (int)
 
 
 @dataclass
@@ -49,6 +46,12 @@ class Row:
     target_s: float | None = None
     target_rss_mb: float | None = None
     note: str = ""
+    forward_s: float | None = None  # one 1024² generator forward (no grad), timed in the same process
+
+    @property
+    def ratio(self) -> float | None:
+        """The median in units of one generator forward measured in the same process (None when not measured)."""
+        return None if not self.forward_s else self.median_s / self.forward_s
 
     @property
     def passed(self) -> bool | None:
@@ -104,6 +107,30 @@ def timed(run: Callable[[], object], samples: Samples) -> object:
     return result
 
 
+REFERENCE_RUNS = 3  # timed forwards of the in-process reference (after one warm-up)
+
+
+def reference_forward_s(generator: torch.nn.Module, runs: int = REFERENCE_RUNS) -> float:
+    """Median time of one batch-1 1024² synthesis forward (no grad, constant noise) of ``generator``, in seconds.
+
+    The unit of the ratios in the benchmark table: timed in the benchmark's own process, next to the figure it
+    divides, a busy machine slows both about equally.
+    """
+    parameter = next(generator.parameters())
+    code = torch.randn(1, generator.config.num_ws, generator.config.w_dim, generator=torch.Generator().manual_seed(0))
+    code = code.to(device=parameter.device, dtype=parameter.dtype)
+    times = []
+    with torch.inference_mode():
+        for index in range(runs + 1):
+            start = time.perf_counter()
+            generator.synthesis(code)
+            if parameter.device.type == "cuda":
+                torch.cuda.synchronize(parameter.device)
+            if index:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
@@ -148,33 +175,9 @@ def machine() -> dict[str, object]:
 def allocator_settings() -> dict[str, str]:
     """glibc malloc settings from the environment plus any applied with :func:`keep_freed_memory`."""
     found = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD"))}
-    if _MALLOPT_APPLIED:
+    if allocator.applied():
         found["mallopt"] = "M_MMAP_THRESHOLD=M_TRIM_THRESHOLD=2**31-1"
     return found
-
-
-_MALLOPT_APPLIED: list[bool] = []
-
-
-def keep_freed_memory() -> bool:
-    """Tell glibc malloc to serve large blocks from its heap and keep freed memory (``mallopt``), as the environment
-    variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do, but from inside a running process.
-
-    Returns:
-        True if both settings were accepted (False on a non-glibc system).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        ok = libc.mallopt(GLIBC_M_MMAP_THRESHOLD, KEEP_FREED_MEMORY_BYTES) == 1
-        ok = libc.mallopt(GLIBC_M_TRIM_THRESHOLD, KEEP_FREED_MEMORY_BYTES) == 1 and ok
-    except (OSError, AttributeError):
-        return False
-    if ok:
-        _MALLOPT_APPLIED.append(True)
-    return ok
 
 
 @dataclass
@@ -211,8 +214,9 @@ def format_row(row: Row) -> str:
     rss = f"  peak RSS {row.peak_rss_mb:6.0f} MB" if row.peak_rss_mb is not None else ""
     target = f"  target ≤ {row.target_s:g} s" if row.target_s is not None else ""
     verdict = {True: " PASS", False: " FAIL", None: ""}[row.passed]
+    ratio = f"  = {row.ratio:.2f}× a forward" if row.ratio is not None else ""
     return (
-        f"{row.stage:<34} median {row.median_s:7.3f} s  (min {row.min_s:.3f}, max {row.max_s:.3f}, "
+        f"{row.stage:<34} median {row.median_s:7.3f} s{ratio}  (min {row.min_s:.3f}, max {row.max_s:.3f}, "
         f"IQR {row.iqr_s:.3f}; n={row.runs}){cpu}{rss}{target}{verdict}{'  ' + row.note if row.note else ''}"
     )
 

@@ -2,17 +2,22 @@
 
 Usage (from the repo root)::
 
-    .venv/bin/python -m bench.run_all [--quick] [--only NAME ...] [--keep-freed-memory]
+    .venv/bin/python -m bench.run_all [--quick] [--only NAME ...] [--glibc-defaults]
                                       [--json bench/results/latest.json] [--markdown docs/benchmarks.md]
 
 Each benchmark runs as ``python -m bench.<script>`` in its own process, so the peak RSS of a row is that process's
-own (read with ``os.wait4``, whatever the script prints). Scripts with a ``--json`` option write their record, the
-others (owned elsewhere: generator, encoder, align, inversion, app) are read from their printed summary lines.
+own (read with ``os.wait4``), unless the script reports its own reading for the row (the end-to-end benchmarks read
+it before the reference forward they time for the ratios, whose whole 1024² render the measured path no longer
+does). Scripts with a ``--json`` option write their record, the others (owned elsewhere: generator, encoder, align,
+inversion, app) are read from their printed summary lines.
 The full-size random weights are built once into the benchmark cache first (see :mod:`bench.full_size`).
 
-``--keep-freed-memory`` starts every benchmark with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set (glibc
-keeps freed memory instead of returning it to the kernel; see docs/performance.md). The table goes to stdout, the
-records to ``--json`` and a Markdown version (with the machine and its load) to ``--markdown``.
+Every benchmark starts with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set (glibc keeps freed memory
+instead of returning it to the kernel), the setting the app and the CLI apply at start-up
+(:func:`pipeline.allocator.keep_freed_memory`; see docs/performance.md); ``--glibc-defaults`` leaves glibc as it is.
+The table goes to stdout, the records to ``--json``, a Markdown version (with the machine and its load) to
+``--markdown``, and (full runs only) the same into README.md between its bench markers. Rows of the end-to-end, slider
+and diffuse benchmarks also give their time in units of one 1024² generator forward timed in the same process.
 """
 
 from __future__ import annotations
@@ -38,6 +43,31 @@ RESULTS = REPO_ROOT / "bench" / "results" / "latest.json"
 MARKDOWN = REPO_ROOT / "docs" / "benchmarks.md"
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 RSS_TARGET_MB = 6 * 1024  # issue 8
+README = REPO_ROOT / "README.md"
+README_START, README_END = "<!-- bench-start -->", "<!-- bench-end -->"
+README_INTRO = (
+    "Latest figures (`.venv/bin/python -m bench.run_all`, which also writes `docs/benchmarks.md`); how they are\n"
+    "measured, the profile, the diffuse CPU recipe and GPU estimates from FLOP counts are in\n"
+    "[docs/performance.md](docs/performance.md).\n"
+)
+
+
+@dataclass(frozen=True)
+class RatioTarget:
+    """An issue-16 target: a benchmark's first row in units of one 1024² generator forward of the same process."""
+
+    benchmark: str
+    figure: str
+    target: float
+    stretch: float | None = None
+
+
+RATIO_TARGETS = (  # issue 16
+    RatioTarget("end-to-end", "fast path on a 12 MP photo (decode → paste back, e4e + warp)", 2.8, 2.0),
+    RatioTarget("slider", "strength change on a prepared face (edit → paste back)", 0.9, 0.5),
+    RatioTarget("diffuse", "diffuse, CPU recipe", 30.0),
+)
+FAST_PATH_RSS_TARGET_MB = 2.0 * 1024  # issue 16: peak RSS of the fast path ≤ 2.0 GB
 NO_GPU_EXIT = 2  # bench_gpu's "no CUDA here"
 NUMBER = r"([0-9.]+)"
 
@@ -212,8 +242,11 @@ def run(benchmark: Benchmark, *, quick: bool, env: dict[str, str], scratch: Path
     except (ValueError, KeyError, OSError) as err:
         outcome.status = f"failed to read its result: {err}"
         return outcome
-    for row in outcome.rows:
-        row.peak_rss_mb = rss if not row.stage.startswith("  ") else None
+    for row in outcome.rows:  # a row's own figure (read before measuring aids) wins over the process's peak
+        if row.stage.startswith("  "):
+            row.peak_rss_mb = None
+        elif row.peak_rss_mb is None:
+            row.peak_rss_mb = rss
         if row.target_s is None and not row.stage.startswith("  "):
             row.target_s = benchmark.target_s
         if row.peak_rss_mb is not None and row.target_rss_mb is None:
@@ -228,9 +261,15 @@ def verdict(row: Row) -> str:
     return {True: "pass", False: "FAIL", None: ""}[row.passed]
 
 
+def _ratio(row: Row) -> str:
+    return f"{row.ratio:.2f}×" if row.ratio is not None else ""
+
+
 def table(outcomes: list[Outcome]) -> list[str]:
-    """Plain-text lines: stage, median, spread, peak RSS, target, pass/fail."""
-    lines = [f"{'stage':<52} {'median':>9} {'spread (min–max)':>19} {'peak RSS':>9} {'target':>8}  result"]
+    """Plain-text lines: stage, median, its ratio to one generator forward, spread, peak RSS, target, pass/fail."""
+    lines = [
+        f"{'stage':<52} {'median':>9} {'× fwd':>6} {'spread (min–max)':>19} {'peak RSS':>9} {'target':>8}  result"
+    ]
     for outcome in outcomes:
         if outcome.status != "ok":
             lines.append(f"{outcome.name:<52} {outcome.status}")
@@ -239,9 +278,60 @@ def table(outcomes: list[Outcome]) -> list[str]:
             rss = f"{row.peak_rss_mb:,.0f} MB" if row.peak_rss_mb is not None else ""
             target = f"≤ {row.target_s:g} s" if row.target_s is not None else ""
             lines.append(
-                f"{row.stage:<52} {row.median_s:8.3f}s {row.min_s:8.3f}–{row.max_s:<8.3f}s {rss:>9} {target:>8}  "
-                f"{verdict(row)}"
+                f"{row.stage:<52} {row.median_s:8.3f}s {_ratio(row):>6} {row.min_s:8.3f}–{row.max_s:<8.3f}s "
+                f"{rss:>9} {target:>8}  {verdict(row)}"
             )
+    return lines
+
+
+@dataclass(frozen=True)
+class RatioResult:
+    """One issue-16 figure as measured."""
+
+    figure: str
+    seconds: float
+    forward_s: float
+    ratio: float
+    target: float
+    stretch: float | None
+
+    @property
+    def verdict(self) -> str:
+        """pass (stretch) / pass / FAIL."""
+        if self.stretch is not None and self.ratio <= self.stretch:
+            return "pass (stretch)"
+        return "pass" if self.ratio <= self.target else "FAIL"
+
+
+def ratio_results(outcomes: list[Outcome]) -> tuple[list[RatioResult], float | None]:
+    """The issue-16 figures found in ``outcomes`` and the fast path's peak RSS in MB (None when not run)."""
+    by_name = {outcome.name: outcome for outcome in outcomes if outcome.status == "ok" and outcome.rows}
+    results = []
+    for target in RATIO_TARGETS:
+        outcome = by_name.get(target.benchmark)
+        row = outcome.rows[0] if outcome is not None else None
+        if row is None or row.ratio is None or row.forward_s is None:
+            continue
+        figures = (row.median_s, row.forward_s, row.ratio)
+        results.append(RatioResult(target.figure, *figures, target.target, target.stretch))
+    fast = by_name.get("end-to-end")
+    return results, (fast.rows[0].peak_rss_mb if fast is not None else None)
+
+
+def ratio_lines(outcomes: list[Outcome]) -> list[str]:
+    """Plain-text lines of the issue-16 figures."""
+    results, rss = ratio_results(outcomes)
+    lines = [f"{'figure (issue 16)':<64} {'seconds':>8} {'1 fwd':>7} {'ratio':>7} {'target':>8}  result"]
+    for result in results:
+        stretch = f" ({result.stretch:g}×)" if result.stretch is not None else ""
+        lines.append(
+            f"{result.figure:<64} {result.seconds:7.3f}s {result.forward_s:6.3f}s {result.ratio:6.2f}× "
+            f"≤ {result.target:g}×{stretch}  {result.verdict}"
+        )
+    if rss is not None:
+        rss_verdict = "pass" if rss <= FAST_PATH_RSS_TARGET_MB else "FAIL"
+        limit = f"{FAST_PATH_RSS_TARGET_MB:,.0f} MB"
+        lines.append(f"{'peak RSS, fast path':<64} {rss:,.0f} MB (target ≤ {limit})  {rss_verdict}")
     return lines
 
 
@@ -259,12 +349,34 @@ def markdown(outcomes: list[Outcome], info: dict[str, object], started: str, loa
         f"- Load average (1 min) before each benchmark: {', '.join(f'{load[0]:.1f}' for load in loads)} "
         "(2 CPUs; other jobs were running on the machine when this is above ~0.5, so times are pessimistic).",
         "",
-        "| stage | median (s) | min–max (s) | peak RSS | target | result |",
-        "|---|---:|---:|---:|---:|---|",
+    ]
+    results, rss = ratio_results(outcomes)
+    if results or rss is not None:
+        lines += [
+            "Issue 16's figures, as multiples of one 1024² generator forward timed in the same process (twice, right",
+            "after the timed runs), so that other load on the machine moves them much less than the seconds:",
+            "",
+            "| figure | seconds | one forward (s) | ratio | target | result |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for result in results:
+            stretch = f" (stretch {result.stretch:g}×)" if result.stretch is not None else ""
+            lines.append(
+                f"| {result.figure} | {result.seconds:.3f} | {result.forward_s:.3f} | {result.ratio:.2f}× | "
+                f"≤ {result.target:g}×{stretch} | {result.verdict} |"
+            )
+        if rss is not None:
+            rss_verdict = "pass" if rss <= FAST_PATH_RSS_TARGET_MB else "FAIL"
+            limit = f"{FAST_PATH_RSS_TARGET_MB:,.0f} MB"
+            lines.append(f"| peak RSS, fast path | {rss:,.0f} MB | | | ≤ {limit} | {rss_verdict} |")
+        lines.append("")
+    lines += [
+        "| stage | median (s) | × forward | min–max (s) | peak RSS | target | result |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for outcome in outcomes:
         if outcome.status != "ok":
-            lines.append(f"| {outcome.name} | | | | | {outcome.status} |")
+            lines.append(f"| {outcome.name} | | | | | | {outcome.status} |")
             continue
         for row in outcome.rows:
             stage = row.stage.strip() if not row.stage.startswith("  ") else f"↳ {row.stage.strip()}"
@@ -272,28 +384,51 @@ def markdown(outcomes: list[Outcome], info: dict[str, object], started: str, loa
             target = f"≤ {row.target_s:g} s" if row.target_s is not None else ""
             note = f" ({row.note})" if row.note else ""
             lines.append(
-                f"| {stage}{note} | {row.median_s:.3f} | {row.min_s:.3f}–{row.max_s:.3f} | {rss} | {target} | "
-                f"{verdict(row)} |"
+                f"| {stage}{note} | {row.median_s:.3f} | {_ratio(row)} | {row.min_s:.3f}–{row.max_s:.3f} | {rss} | "
+                f"{target} | {verdict(row)} |"
             )
     lines += [
         "",
-        "Targets: issue 8 (CPU budget: end to end ≤ 12 s, slider ≤ 4 s, diffuse ≤ 90 s, peak RSS ≤ 6 GB) and the",
-        "stage benchmarks' own (encoder ≤ 1 s, 24 MP align ≤ 2 s). See docs/performance.md.",
+        "Targets: issue 8 (CPU budget: end to end ≤ 12 s, slider ≤ 4 s, diffuse ≤ 90 s, peak RSS ≤ 6 GB), issue",
+        "16 (the ratios above) and the stage benchmarks' own (encoder ≤ 1 s, 24 MP align ≤ 2 s). See",
+        "docs/performance.md.",
         "",
     ]
     return "\n".join(lines)
+
+
+def update_readme(page: str, readme: Path = README) -> bool:
+    """Put ``page`` (the Markdown page without its title) between the README's bench markers.
+
+    Returns:
+        False (and leaves the file alone) when the README or its markers are missing.
+    """
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    body = page.split("\n", 2)[2] if page.startswith("# ") else page  # drop the "# Benchmarks" title
+    block = f"{README_START}\n{README_INTRO}\n{body.rstrip()}\n"
+    readme.write_text(text[:start] + block + text[end:], encoding="utf-8")
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs per benchmark")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run only these")
-    parser.add_argument("--keep-freed-memory", action="store_true", help="set glibc's MALLOC_*_THRESHOLD_")
+    parser.add_argument(
+        "--glibc-defaults", action="store_true", help="do not set MALLOC_*_THRESHOLD_ (the app and CLI set them)"
+    )
     parser.add_argument("--json", default=str(RESULTS), help=f"records (default {RESULTS.relative_to(REPO_ROOT)})")
     parser.add_argument("--markdown", default=str(MARKDOWN), help="Markdown table ('' to skip)")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md's table as it is")
     args = parser.parse_args()
     env = dict(os.environ)
-    if args.keep_freed_memory:
+    if not args.glibc_defaults:
         env.update(ALLOCATOR_ENV)
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     full_size_weights_dir()  # build the shared inputs once, outside any timing
@@ -310,9 +445,11 @@ def main() -> None:
             outcomes.append(outcome)
             print(f"  {outcome.status}, {outcome.seconds:.0f} s, peak RSS {outcome.peak_rss_mb:,.0f} MB", flush=True)
     info = machine()
-    if args.keep_freed_memory:
+    if not args.glibc_defaults:
         info["allocator"] = ALLOCATOR_ENV
     print("\n".join(table(outcomes)))
+    print()
+    print("\n".join(ratio_lines(outcomes)))
     loads = [outcome.load_before for outcome in outcomes]
     data = {
         "started": started,
@@ -327,8 +464,11 @@ def main() -> None:
     Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(outcomes, info, started, loads), encoding="utf-8")
+        page = markdown(outcomes, info, started, loads)
+        Path(args.markdown).write_text(page, encoding="utf-8")
         print(f"wrote {args.markdown}")
+        if not args.no_readme and not args.quick and args.only is None and update_readme(page):
+            print(f"updated the table in {README.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import torch
 
 from pipeline.latent.inversion import OptimisationSettings, optimise_latent
 from pipeline.networks.encoder import invert_with_encoder
-from pipeline.networks.perceptual import IMAGENET_MEAN, IMAGENET_STD, perceptual_distance
+from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, IMAGENET_MEAN, IMAGENET_STD, perceptual_distance
 from pipeline.refinement.diffuse import DiffuseSettings
-from pipeline.remover import FEATURE_TAP, diffuse_features
+from pipeline.remover import diffuse_features
 from pipeline.verification.known_answers import face_region, load_examples, psnr_matrix
 
 OFFICIAL_FEATURE_WEIGHT = 1e-4  # main_diffuse.py default λ (METHOD.md §7)
@@ -85,7 +85,7 @@ def lambda_report(generator: torch.nn.Module, vgg: torch.nn.Module, cases: dict[
     tuned = OFFICIAL_FEATURE_WEIGHT * factor
     print(
         f"\ncurrent feature_weight {current:g} (estimate 1e-4 × 57.6²); measured factor {factor:,.0f} "
-        f"(median over {len(factors)} photos, {FEATURE_TAP}, 256²)"
+        f"(median over {len(factors)} photos, {DIFFUSE_FEATURE_TAP}, 256²)"
     )
     print(f"feature_weight: float = {tuned:.3g}  # paste into DiffuseSettings in pipeline/refinement/diffuse.py")
     return tuned

@@ -6,6 +6,7 @@ the process is killed is removed here (RELIABILITY.md §1.3, §6.2 item 18).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import re
@@ -13,7 +14,9 @@ import shutil
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from gradio.utils import get_upload_folder
@@ -36,6 +39,7 @@ OUR_SUBDIRS = (RESULTS_SUBDIR, DEEP_LINKS_SUBDIR)
 # streams uploads into NamedTemporaryFile()s ("tmp…") in the folder itself.
 GRADIO_HASH_FOLDER = re.compile(r"[0-9a-f]{64}")
 GRADIO_PARTIAL_UPLOAD_PREFIX = "tmp"
+SERVER_LOCK_NAME = ".c2f-server.lock"  # ours: each running server holds it shared (claim_temp_dir)
 
 
 class ResultFolders:
@@ -87,6 +91,40 @@ class ResultFolders:
             except OSError as err:  # a concurrent sweep got there first, or a permission problem: next time
                 logger.info("could not remove %s: %s", folder.name, type(err).__name__)
         return removed
+
+
+@dataclass
+class TempDirClaim:
+    """This server's hold on Gradio's temporary folder (see :func:`claim_temp_dir`); keep it for the process's life."""
+
+    folder: Path
+    lock: IO[str]  # the open lock file: a shared flock while the server runs
+    removed: int | None  # entries wiped at start, or None when another live server was using the folder
+
+
+def claim_temp_dir(folder: Path | None = None) -> TempDirClaim:
+    """Wipe earlier runs' files from the temporary folder, unless another live server is using the same folder.
+
+    Every server holds a shared ``flock`` on ``<folder>/.c2f-server.lock`` while it runs; the kernel drops it when the
+    process ends, however it ends. A starting server wipes (:func:`wipe_temp_dir`) only if it can take that lock
+    exclusively, i.e. no other running server of this app shares the folder (two servers with one
+    ``GRADIO_TEMP_DIR`` would otherwise delete each other's uploads and results); then it holds the lock shared.
+
+    Args:
+        folder: the folder (default: Gradio's, which ``GRADIO_TEMP_DIR`` sets); created if missing.
+    """
+    folder = Path(get_upload_folder()) if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (folder / SERVER_LOCK_NAME).open("a", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        removed = None
+        logger.info("another server is using %s: its files are left alone", folder)
+    else:
+        removed = wipe_temp_dir(folder)
+    fcntl.flock(lock, fcntl.LOCK_SH)  # held until the process ends
+    return TempDirClaim(folder, lock, removed)
 
 
 def wipe_temp_dir(folder: Path | None = None) -> int:

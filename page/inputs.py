@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 import gradio.component_meta
@@ -32,6 +33,7 @@ from pipeline import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FILE_SIZE_MB = 10  # uploads above this get HTTP 413 (RELIABILITY.md §0 item 2; a 40 MP JPEG is ~8–15 MB)
 # Any request body above this gets HTTP 413 before it is read (page/http_guard.py): a photo as a base64 data: URL plus
@@ -111,9 +113,16 @@ with no_pyi_stubs():
 
         is_template = True
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.data_model = CodePayload
+        # Always CodePayload (the upload is one file). gr.File.__init__ assigns FileData, so the setter ignores it; an
+        # __init__ override would hide gr.File's signature, from which Gradio builds the component's config.
+        @property
+        def data_model(self) -> type[CodePayload]:  # type: ignore[override]
+            """The payload model: a bare string from gradio_client is marked, not refused by validation."""
+            return CodePayload
+
+        @data_model.setter
+        def data_model(self, _value: object) -> None:
+            pass
 
         def preprocess(self, payload: Any) -> Any:
             """Refuse a bare path sent by gradio_client, then Gradio's own preprocess."""
@@ -215,3 +224,17 @@ def checked_setting(
     except Exception as err:  # gr.Error (out of range, not a choice) or TypeError/ValueError from Gradio's checks
         logger.info("refused a value for %s: %s", label, type(err).__name__)
         raise user_error(message) from None
+
+
+def same_parameters_as(model: Callable[..., Any]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give an event handler ``model``'s parameter list.
+
+    Gradio reads the API's parameter names, and where to inject the progress tracker, from the signature, and passes
+    every value positionally; so a handler written as ``(self, photo, *values)`` serves the same inputs as ``model``.
+    """
+
+    def decorate(handler: Callable[..., T]) -> Callable[..., T]:
+        handler.__signature__ = inspect.signature(model)  # type: ignore[attr-defined]
+        return handler
+
+    return decorate

@@ -18,7 +18,7 @@ from page.inputs import (
     SettingSlider,
 )
 from page.text import share_markdown
-from pipeline import BOUNDARY_VARIANTS, NUM_WS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings
+from pipeline import BOUNDARY_VARIANTS, NUM_WS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, StartupCheck
 
 MAX_FACE_NUMBER = 15  # "too many faces (>15)" bound of RELIABILITY.md §2.3 (a CodeFormer Space derivative)
 STEP_INCREMENT = 10
@@ -264,3 +264,16 @@ class Views:
                 sweep_button = gr.Button("Animate from strength 0 to the chosen strength", elem_id="c2f-sweep")
                 self.sweep.render()
         return sweep_button
+
+
+def startup_check_banner(demo: gr.Blocks, check: StartupCheck | None) -> None:
+    """A warning shown on page load once the start-up known-answer check (a background thread) has failed."""
+    if check is None or not check.active:  # no models, or stand-ins (the stand-in banner already says why)
+        return
+    banner = gr.Markdown(visible=False, elem_classes=["c2f-banner", "c2f-warning"])
+
+    def show() -> gr.Markdown:
+        text = check.warning()
+        return gr.Markdown(f"⚠️ {text}" if text else "", visible=bool(text))
+
+    demo.load(show, None, banner, api_visibility="private", queue=False)

@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "weights_status": "pipeline.weights.checks",
     "STAND_IN_NOTE": "pipeline.weights.stand_in",
     "StartupCheck": "pipeline.verification.verify",
+    "keep_freed_memory": "pipeline.allocator",
+    "RECONSTRUCTION_PREVIEW_SIZE": "pipeline.remover",
 }
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "MAX_LATENT_FILE_BYTES",
     "MAX_STEPS",
     "NUM_WS",
+    "RECONSTRUCTION_PREVIEW_SIZE",
     "REGISTRY",
     "SEED_MAX",
     "STAND_IN_NOTE",
@@ -102,6 +105,7 @@ __all__ = [
     "default_settings",
     "encode_png",
     "format_status",
+    "keep_freed_memory",
     "load_latent_code",
     "mask_overlay",
     "resolve_weights_dir",
@@ -110,6 +114,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from pipeline.allocator import keep_freed_memory
     from pipeline.config import CHECKPOINTS_DIR, EXAMPLES_DIR, NUM_WS
     from pipeline.device import select_device
     from pipeline.errors import (
@@ -127,7 +132,14 @@ if TYPE_CHECKING:
     from pipeline.faces.upright import FaceSearch
     from pipeline.latent.editing import BOUNDARY_VARIANTS, MAX_LATENT_FILE_BYTES, ScoreChange, load_latent_code
     from pipeline.refinement.compositing import mask_overlay
-    from pipeline.remover import DoubleChinRemover, FaceEdit, PreparedFace, RemovalResult, add_timings
+    from pipeline.remover import (
+        RECONSTRUCTION_PREVIEW_SIZE,
+        DoubleChinRemover,
+        FaceEdit,
+        PreparedFace,
+        RemovalResult,
+        add_timings,
+    )
     from pipeline.settings import MAX_STEPS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
     from pipeline.verification.verify import StartupCheck
     from pipeline.weights.checks import format_status, weights_status

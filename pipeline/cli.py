@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import NUM_WS
 from pipeline.device import select_device
 from pipeline.errors import InputImageError, LatentCodeError, PipelineError
@@ -498,6 +499,9 @@ def process_photo(
             bar.set_postfix_str(f"{plan.source.name}: {stage}")
 
     result = remover(plan.source, settings, w_plus=code, on_stage=on_stage)
+    if save_stages:
+        for edit in result.edits.values():
+            remover.reconstruct(edit.prepared)  # rendered only when asked for (not needed by the result)
     files, summary = result_files(result, plan, save_stages=save_stages, seconds=time.perf_counter() - start)
     plan.result.parent.mkdir(parents=True, exist_ok=True)  # created with the first output, so failures leave none
     write_files_atomically(files, overwrite=overwrite)
@@ -520,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous_level = _configure_logging(args)
+    keep_freed_memory()  # process-wide glibc tuning: renders reuse their memory (docs/performance.md)
     try:
         return _run(parser, args)
     except KeyboardInterrupt:

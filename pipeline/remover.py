@@ -60,10 +60,18 @@ from pipeline.networks.perceptual import (
     lpips_like_distance,
 )
 from pipeline.networks.pixels import downsample, to_model_range, to_uint8
+from pipeline.networks.stylegan2 import Window
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, FEATHER_WARP, composite, feather_mask
 from pipeline.refinement.diffuse import CPU_DIFFUSE, CPU_RENDER_SIZE, DiffuseSettings, diffuse_refine
-from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, NECK_MASK_WARP, landmark_neck_mask, neck_mask
+from pipeline.refinement.neck_mask import (
+    JAW_POINTS,
+    NECK_MASK_DIFFUSE,
+    NECK_MASK_WARP,
+    landmark_neck_mask,
+    neck_mask,
+)
 from pipeline.refinement.warp import face_and_neck_masks, warp_edited_jaw
+from pipeline.refinement.window import bounding_window, paste_window
 from pipeline.settings import AUTO_STRENGTH_BOUNDARY, RemovalSettings
 from pipeline.weights.stand_in import STAND_IN_NOTE
 
@@ -80,8 +88,8 @@ STAGES = (
     "optimise",
     "reconstruct",
     "parse",
-    "edit",
     "mask",
+    "edit",
     "refine_warp",
     "refine_diffuse",
     "sweep",
@@ -89,6 +97,11 @@ STAGES = (
 )
 FACES_NOTE = "{count} faces were found; face {number} (numbered from the largest) was edited."
 STRENGTH_ZERO_NOTE = "Strength 0 leaves the photo unchanged: it is returned exactly as it was uploaded."
+RECONSTRUCTION_PREVIEW_SIZE = 256  # ours: the app's stage gallery shows the reconstruction as a preview (issue 16)
+# ours (issue 16): pixels added around what the refinement reads of the edited render (the neck region, its feather,
+# the jaw line and the original neck) before rendering only that window; covers the warp's displacements (the edited
+# jaw moves 0.6 of its shift, tens of pixels at strong edits) and the parser's view of the jaw in the edited render.
+EDIT_WINDOW_MARGIN = 48
 
 
 def cached_target_distance(
@@ -119,7 +132,9 @@ class PreparedFace:
     aligned: AlignedFace  # crop, quad and affine back to the photo
     landmarks: np.ndarray  # (68, 2) float64 landmarks in aligned coordinates
     w_plus: np.ndarray  # (1, 18, 512) float32 code of the crop
-    reconstruction: np.ndarray  # (1024, 1024, 3) uint8 render of ``w_plus``
+    # (S, S, 3) uint8 render of ``w_plus``: None until asked for (DoubleChinRemover.reconstruct; the result does not
+    # need it), S = 1024, or RECONSTRUCTION_PREVIEW_SIZE for a preview; the optimising inversion leaves its full render
+    reconstruction: np.ndarray | None
     labels: np.ndarray | None  # (1024, 1024) uint8 face-parsing labels of the crop, None without the parser
     inversion: str  # "encoder", "optimise" or "user code"
     timings: dict[str, float] = field(default_factory=dict)
@@ -131,7 +146,7 @@ class FaceEdit:
 
     prepared: PreparedFace
     w_edited: np.ndarray  # (1, 18, 512) boundary edit after style mixing
-    edited: np.ndarray  # (1024, 1024, 3) uint8 render of ``w_edited``
+    edited: np.ndarray  # (1024, 1024, 3) uint8 render of ``w_edited`` inside ``window``, the aligned crop outside it
     neck_mask: np.ndarray  # (1024, 1024) bool: the region that is replaced
     blend_mask: np.ndarray  # (1024, 1024) float32 in [0, 1]: the feathered mask used for blending and paste-back
     refined: np.ndarray  # (1024, 1024, 3) uint8: the aligned crop with the refined neck blended in
@@ -140,6 +155,7 @@ class FaceEdit:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     score: ScoreChange | None = None  # double-chin score of ``w_plus`` → ``w_edited`` (see DoubleChinRemover.score)
+    window: Window | None = None  # the part of ``edited`` that was rendered (None: all of it)
 
 
 @dataclass
@@ -238,6 +254,7 @@ class DoubleChinRemover:
         self.models = models
         self.boundaries_dir = boundaries_dir
         self.progress_bars = True  # show tqdm bars for the optimisation loops (the CLI's --quiet turns them off)
+        self.windowed_edit = True  # render the edit only where the refinement reads it (False: the whole 1024²)
         self._boundaries: dict[tuple[str, str], Boundary] = {}
 
     @classmethod
@@ -331,9 +348,6 @@ class DoubleChinRemover:
             with _timed(timings, "optimise", on_stage):
                 code, reconstruction = self._optimise(aligned.image, code, settings, should_stop)
                 how = "optimise"
-        if reconstruction is None:  # the optimisation already rendered its final code
-            with _timed(timings, "reconstruct", on_stage):
-                reconstruction = self.render(code)
         labels = None
         if models.parser is not None:
             with _timed(timings, "parse", on_stage):
@@ -372,11 +386,62 @@ class DoubleChinRemover:
             )
         return self.models.vgg
 
-    def render(self, w_plus: np.ndarray) -> np.ndarray:
-        """(1, 18, 512) code → (1024, 1024, 3) uint8 RGB render with constant noise."""
+    def render(self, w_plus: np.ndarray, *, size: int | None = None) -> np.ndarray:
+        """(1, 18, 512) code → (S, S, 3) uint8 RGB render with constant noise.
+
+        S is 1024, or ``size``: the generator's RGB output at that level, a preview (at 256² about 0.55 of the work of
+        a full render, measured; the levels from 64² to 256² cost as much as each higher one).
+        """
         with torch.inference_mode():
             code = torch.from_numpy(np.ascontiguousarray(w_plus, dtype=np.float32)).to(self.device)
-            return to_uint8(self.models.generator.synthesis(code))
+            return to_uint8(self.models.generator.synthesis(code, resolution=size))
+
+    def render_window(self, w_plus: np.ndarray, window: Window, background: np.ndarray) -> np.ndarray:
+        """The render of ``w_plus`` inside ``window``, ``background`` (1024, 1024, 3) uint8 outside it.
+
+        Inside the window the pixels are the full render's (fp32 rounding aside; the levels from 128² up run on the
+        window only, see :meth:`pipeline.networks.stylegan2.Generator.synthesis_window`).
+        """
+        with torch.inference_mode():
+            code = torch.from_numpy(np.ascontiguousarray(w_plus, dtype=np.float32)).to(self.device)
+            pixels = to_uint8(self.models.generator.synthesis_window(code, window))
+        return paste_window(background, pixels, window)
+
+    def reconstruct(self, prepared: PreparedFace, *, size: int | None = None) -> np.ndarray:
+        """The render of ``prepared.w_plus`` (kept in ``prepared.reconstruction``), rendered on first use.
+
+        Args:
+            prepared: the face; its ``reconstruction`` is filled in.
+            size: None for the full 1024² render, or a preview side (e.g. :data:`RECONSTRUCTION_PREVIEW_SIZE`); a
+                render already there at this size or larger is returned as it is.
+
+        Returns:
+            (S, S, 3) uint8 RGB.
+        """
+        have = prepared.reconstruction
+        wanted = ALIGNED_SIZE if size is None else size
+        if have is None or have.shape[0] < wanted:
+            start = time.perf_counter()
+            have = prepared.reconstruction = self.render(prepared.w_plus, size=size)
+            prepared.timings["reconstruct"] = prepared.timings.get("reconstruct", 0.0) + time.perf_counter() - start
+        return have
+
+    def edit_window(self, prepared: PreparedFace, settings: RemovalSettings, region: np.ndarray) -> Window | None:
+        """The part of the edited render that the refinement reads, or None to render all of it.
+
+        The neck ``region`` with the reach of its feathering, plus for the warp the jaw line and the original neck
+        (where the warp finds the contours in the parse of the edited render), grown by :data:`EDIT_WINDOW_MARGIN`.
+        """
+        if not self.windowed_edit or not region.any():
+            return None
+        feather = FEATHER_DIFFUSE if settings.method == "diffuse" else FEATHER_WARP
+        masks, points = [region], None
+        if settings.method == "warp" and prepared.labels is not None:
+            masks.append(face_and_neck_masks(prepared.labels, region.shape[0])[1])
+            points = prepared.landmarks[JAW_POINTS]
+        reach = (feather.dilate_px + feather.blur_px) // 2 + 1  # how far the feathered blend reaches past the region
+        window = bounding_window(masks, points, margin=reach + EDIT_WINDOW_MARGIN, size=region.shape[0])
+        return None if window == Window(0, 0, *region.shape) else window
 
     # 4–6. Edit, mask, refine ---------------------------------------------------------------------------------------
 
@@ -396,6 +461,14 @@ class DoubleChinRemover:
         """
         timings: dict[str, float] = {}
         notes: list[str] = []
+        inside = prepared.aligned.inside_mask() > 0
+        with _timed(timings, "mask", on_stage):  # first: it tells which part of the edit to render
+            preset = NECK_MASK_DIFFUSE if settings.method == "diffuse" else NECK_MASK_WARP
+            if prepared.labels is not None:
+                region = neck_mask(prepared.labels, prepared.landmarks, settings=preset)
+            else:
+                region = landmark_neck_mask(prepared.aligned.image, prepared.landmarks)
+            region &= inside  # never edit reflect-padding: it is not part of the photo
         with _timed(timings, "edit", on_stage):
             boundary = self.boundary(settings.boundary, settings.boundary_variant)
             mix = {"mix_layers": settings.effective_mix_layers, "mix_ratio": settings.mix_ratio}
@@ -407,20 +480,16 @@ class DoubleChinRemover:
             else:
                 w_edited = edit_latent(prepared.w_plus, boundary, strength=settings.strength, **mix)
             score = self.score(prepared.w_plus, w_edited, settings, auto)
-            if is_zero_edit(settings, auto):
+            if is_zero_edit(settings, auto):  # nothing to render: the edit is the aligned crop itself
                 notes.append(STRENGTH_ZERO_NOTE)
                 return unchanged_edit(
-                    prepared, prepared.w_plus.copy(), prepared.reconstruction, auto, notes, timings, score
+                    prepared, prepared.w_plus.copy(), prepared.aligned.image.copy(), auto, notes, timings, score
                 )
-            edited = self.render(w_edited)
-        inside = prepared.aligned.inside_mask() > 0
-        with _timed(timings, "mask", on_stage):
-            preset = NECK_MASK_DIFFUSE if settings.method == "diffuse" else NECK_MASK_WARP
-            if prepared.labels is not None:
-                region = neck_mask(prepared.labels, prepared.landmarks, settings=preset)
+            window = self.edit_window(prepared, settings, region)
+            if window is None:
+                edited = self.render(w_edited)
             else:
-                region = landmark_neck_mask(prepared.aligned.image, prepared.landmarks)
-            region &= inside  # never edit reflect-padding: it is not part of the photo
+                edited = self.render_window(w_edited, window, prepared.aligned.image)
         if not region.any():
             notes.append("No neck region was found below the jaw, so the photo is returned unchanged.")
             return unchanged_edit(prepared, w_edited, edited, auto, notes, timings, score)
@@ -428,7 +497,9 @@ class DoubleChinRemover:
         with _timed(timings, f"refine_{settings.method}", on_stage):
             refined, blend, w_final = refine(prepared, settings, edited, w_edited, region, notes, should_stop)
         blend = np.where(inside, blend, 0.0).astype(np.float32)
-        return FaceEdit(prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings, score)
+        return FaceEdit(
+            prepared, w_edited, edited, region, blend, refined, w_final, auto, notes, timings, score, window
+        )
 
     def score(
         self, w_plus: np.ndarray, w_edited: np.ndarray, settings: RemovalSettings, auto: AutoStrength | None = None

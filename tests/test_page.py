@@ -103,6 +103,9 @@ class FakeRemover(DoubleChinRemover):
         score = ScoreChange(1.25, 1.25 + settings.strength, tuple(range(6)))
         return FaceEdit(prepared, code, edited, region, blend, refined, code, None, [EDIT_NOTE], {"edit": 0.0}, score)
 
+    def reconstruct(self, prepared: PreparedFace, *, size: int | None = None) -> np.ndarray:
+        return prepared.aligned.image  # the fake "reconstruction" is the crop itself (prepare sets it so)
+
     def sweep(self, edit, settings, frames, *, on_stage=None) -> tuple[np.ndarray, ...]:
         self.calls["sweep"] += 1
         return tuple((edit.refined + 40 * k).astype(np.uint8) for k in range(frames))  # distinct frames

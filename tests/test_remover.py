@@ -15,10 +15,18 @@ from pipeline.errors import PipelineError
 from pipeline.faces.align import Face
 from pipeline.latent.editing import edit_latent, edit_latent_auto, load_boundary
 from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance
+from pipeline.networks.stylegan2 import Window
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
 from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.refinement.neck_mask import landmark_neck_mask
-from pipeline.remover import STAGES, DoubleChinRemover, RemovalResult, cached_target_distance, diffuse_features
+from pipeline.remover import (
+    RECONSTRUCTION_PREVIEW_SIZE,
+    STAGES,
+    DoubleChinRemover,
+    RemovalResult,
+    cached_target_distance,
+    diffuse_features,
+)
 from pipeline.settings import MIX_LAYERS_WARP, RemovalSettings, default_settings
 from pipeline.weights.registry import REGISTRY
 from pipeline.weights.stand_in import MARKER_FILENAME, STAND_IN_NOTE, random_vgg16_features
@@ -65,7 +73,7 @@ def test_result_fields_and_shapes(warp_result: RemovalResult, warp_stages: list[
     prepared = edit.prepared
     assert prepared.aligned.image.shape == (CROP, CROP, 3)
     assert prepared.landmarks.shape == (68, 2) and prepared.landmarks.dtype == np.float64
-    assert prepared.reconstruction.shape == (CROP, CROP, 3) and prepared.reconstruction.dtype == np.uint8
+    assert prepared.reconstruction is None  # not needed by the result: rendered on demand
     assert prepared.labels is not None and prepared.labels.shape == (CROP, CROP)
     assert prepared.inversion == "encoder"
     for code in (prepared.w_plus, edit.w_edited, edit.w_final):
@@ -78,8 +86,8 @@ def test_result_fields_and_shapes(warp_result: RemovalResult, warp_stages: list[
     # The edit moves only the layers outside the warp's mixing range (0–5); 6–17 are the original rows.
     assert np.array_equal(edit.w_edited[:, list(MIX_LAYERS_WARP)], prepared.w_plus[:, list(MIX_LAYERS_WARP)])
     assert not np.array_equal(edit.w_edited[:, :6], prepared.w_plus[:, :6])
-    stages = [stage for stage in STAGES if stage not in ("optimise", "refine_diffuse", "sweep")]
-    assert warp_stages == stages  # every stage of the fast path, each once, in the declared order
+    stages = [stage for stage in STAGES if stage not in ("optimise", "reconstruct", "refine_diffuse", "sweep")]
+    assert warp_stages == stages  # every stage of the fast path, each once, in the declared order (no reconstruction)
     assert set(stages) <= set(result.timings) and all(t >= 0 for t in result.timings.values())
     summary = result.summary()
     json.dumps(summary)  # JSON-ready
@@ -150,7 +158,8 @@ def test_optimise_inversion_can_be_stopped(remover: DoubleChinRemover, warp_resu
     encoder_only = warp_result.edits[0].prepared
     assert prepared.inversion == "optimise"
     assert np.array_equal(prepared.w_plus, encoder_only.w_plus)  # stopped before the first step
-    assert np.array_equal(prepared.reconstruction, encoder_only.reconstruction)
+    assert prepared.reconstruction.shape == (CROP, CROP, 3)  # the optimisation's own final render
+    assert np.array_equal(prepared.reconstruction, remover.reconstruct(dataclasses.replace(encoder_only)))
 
 
 def test_without_parser_the_landmark_mask_is_used(stand_in_weights_dir: Path, tmp_path: Path, photo) -> None:
@@ -334,3 +343,39 @@ def test_the_jaw_warp_really_runs_end_to_end_with_synthetic_labels(synthetic_lab
     assert np.any(edit.refined != unwarped), "the warp moved the edited jaw before blending"
     changed = np.any(result.image != photo, axis=2)
     assert changed.any() and not changed[: photo.shape[0] // 4].any()  # only the neck region, never the top
+
+
+def test_reconstruction_is_rendered_on_demand(remover: DoubleChinRemover, warp_result: RemovalResult) -> None:
+    prepared = dataclasses.replace(warp_result.edits[0].prepared, timings={})
+    preview = remover.reconstruct(prepared, size=RECONSTRUCTION_PREVIEW_SIZE)
+    assert preview.shape == (RECONSTRUCTION_PREVIEW_SIZE, RECONSTRUCTION_PREVIEW_SIZE, 3) and preview.dtype == np.uint8
+    assert remover.reconstruct(prepared, size=RECONSTRUCTION_PREVIEW_SIZE) is preview  # kept
+    full = remover.reconstruct(prepared)
+    assert np.array_equal(full, remover.render(prepared.w_plus)) and prepared.reconstruction is full
+    assert remover.reconstruct(prepared, size=RECONSTRUCTION_PREVIEW_SIZE) is full  # a larger one serves previews
+    assert prepared.timings["reconstruct"] > 0
+
+
+@pytest.mark.parametrize("method", ["warp", "diffuse"])
+def test_windowed_edit_renders_what_the_full_render_gives(
+    remover: DoubleChinRemover, warp_result: RemovalResult, method: str
+) -> None:
+    prepared = warp_result.edits[0].prepared
+    settings = RemovalSettings(method=method, refine_steps=1)
+    windowed = remover.edit(prepared, settings)
+    remover.windowed_edit = False
+    try:
+        full = remover.edit(prepared, settings)
+    finally:
+        remover.windowed_edit = True
+    window = windowed.window
+    assert full.window is None and window is not None and window != Window(0, 0, CROP, CROP)
+    inside = np.zeros((CROP, CROP), bool)
+    inside[window.top : window.bottom, window.left : window.right] = True
+    difference = np.abs(windowed.edited.astype(np.int16) - full.edited.astype(np.int16))
+    assert difference[inside].max() <= 1  # fp32 rounding can flip a rounding to uint8
+    assert np.array_equal(windowed.edited[~inside], prepared.aligned.image[~inside])
+    # Everything the refinement blends in lies inside the window.
+    assert not (windowed.blend_mask > 0)[~inside].any()
+    assert np.array_equal(windowed.neck_mask, full.neck_mask)
+    assert np.array_equal(windowed.blend_mask, full.blend_mask)

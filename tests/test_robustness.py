@@ -39,6 +39,7 @@ from gradio_client.exceptions import AppError
 from huggingface_hub import constants as hf_constants
 from PIL import Image, PngImagePlugin
 
+from page import environment as page_environment
 from page import errors as page_errors
 from page import files as page_files
 from pipeline.config import REPO_ROOT
@@ -499,6 +500,22 @@ def test_temp_dir_wipe_removes_only_what_gradio_and_the_app_leave(tmp_path: Path
     assert page_files.wipe_temp_dir(tmp_path / "does_not_exist") == 0
 
 
+def test_a_starting_server_never_wipes_a_folder_another_live_server_uses(tmp_path: Path) -> None:
+    folder = tmp_path / "gradio"
+    first = page_files.claim_temp_dir(folder)  # no other server: wipes (nothing there yet)
+    assert first.removed == 0
+    result = folder / page_files.RESULTS_SUBDIR / "0123abcd" / "result.png"
+    result.parent.mkdir(parents=True)
+    result.write_bytes(b"a live user's result")
+    second = page_files.claim_temp_dir(folder)  # same folder while the first still runs
+    assert second.removed is None and result.exists()
+    first.lock.close()
+    second.lock.close()  # both servers gone (the kernel drops a dead process's lock the same way)
+    third = page_files.claim_temp_dir(folder)
+    assert third.removed == 1 and not result.exists()
+    third.lock.close()
+
+
 # -- injected faults ---------------------------------------------------------------------------------------------
 
 
@@ -731,12 +748,12 @@ def test_a_device_this_machine_lacks_falls_back_to_the_cpu_with_a_warning(
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("C2F_DEVICE", requested)
-    assert app_module.device_from_env() == "cpu"
+    assert page_environment.device_from_env() == "cpu"
     assert f"C2F_DEVICE={requested} cannot be used" in caplog.text
     monkeypatch.setenv("C2F_DEVICE", "cpu")
-    assert app_module.device_from_env() == "cpu"
+    assert page_environment.device_from_env() == "cpu"
     monkeypatch.delenv("C2F_DEVICE")
-    assert app_module.device_from_env() == "auto"
+    assert page_environment.device_from_env() == "auto"
 
 
 def page_text(demo: object) -> str:

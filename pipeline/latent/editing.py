@@ -552,7 +552,7 @@ def _array_from_npy_bytes(data: bytes, name: str) -> np.ndarray:
     if data[0] == PICKLE_PROTOCOL_MARK:
         return _array_from_torch_bytes(data, name, {})
     if not data.startswith(NPY_MAGIC):
-        raise LatentCodeError(f"{name} is not a .npy file; save the (1, 18, 512) array with numpy.save")
+        raise LatentCodeError(f"{name} is neither a .npy file nor a PyTorch file (or it is damaged); {SAVE_CODE_HINT}")
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)

@@ -1,7 +1,8 @@
 """Safe reading of PyTorch checkpoint files and strict, key-by-key state-dict loading.
 
-All weight files are read with ``torch.load(..., weights_only=True, map_location="cpu")`` so a pickle can never run
-code, and every failure is turned into a :class:`~pipeline.errors.WeightsError` that names the file.
+All weight files are read with ``torch.load(..., weights_only=True, map_location="cpu", mmap=True)`` so a pickle can
+never run code and the tensors stay file-backed (read on first use, never copied twice), and every failure is turned
+into a :class:`~pipeline.errors.WeightsError` that names the file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def read_torch_checkpoint(path: Path) -> object:
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: tensors stay file-backed and are read on first use (no second copy in memory)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # e.g. the legacy (non-zip) format cannot be mapped: read it whole
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise WeightsError(
             f"weight file {path} could not be read as a PyTorch checkpoint ({type(err).__name__}); it is probably "
@@ -86,6 +90,18 @@ def check_state_dict(
 def load_state_dict_strict(
     module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str, prefix: str = ""
 ) -> None:
-    """Check keys and shapes (with messages naming the key), then load with ``strict=True``."""
-    check_state_dict(module.state_dict(), state_dict, source=source, prefix=prefix)
-    module.load_state_dict(dict(state_dict), strict=True)
+    """Check keys and shapes (with messages naming the key), then load with ``strict=True``.
+
+    When every tensor already has the module's dtype, device and memory layout, the module takes the tensors
+    themselves (``assign=True``) instead of copies: a checkpoint read memory-mapped by :func:`read_torch_checkpoint`
+    then stays file-backed, with one copy of the weights in memory instead of two (issue 16: peak RSS). The module
+    shares their storage, so a caller must not modify the tensors in place afterwards (the loaders freeze them).
+    """
+    expected = module.state_dict()
+    check_state_dict(expected, state_dict, source=source, prefix=prefix)
+    assign = all(
+        (state_dict[key].dtype, state_dict[key].device, state_dict[key].stride())
+        == (value.dtype, value.device, value.stride())
+        for key, value in expected.items()
+    )
+    module.load_state_dict(dict(state_dict), strict=True, assign=assign)

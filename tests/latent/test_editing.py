@@ -448,7 +448,7 @@ GOOD = np.ones((1, 18, 512), np.float32)
         (npy_bytes(np.ones((1, 18, 512), np.complex64)), "dtype complex64"),
         (npy_bytes(np.array([{"wp": 1}], dtype=object), allow_pickle=True), "holds Python objects"),
         (pickle.dumps(GOOD), "is a Python pickle that is not a plain PyTorch tensor file .it is never executed."),
-        (b"hello, this is text", "is not a .npy file"),
+        (b"hello, this is text", "is neither a .npy file nor a PyTorch file"),
         (b"", "is empty"),
         (npy_bytes(GOOD)[:-1000], "truncated or damaged"),
         (npy_bytes(GOOD)[:40], "damaged .npy header"),

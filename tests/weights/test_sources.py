@@ -124,7 +124,9 @@ def test_a_mirror_file_is_verified_like_the_primary(
     hub: FakeHub, tmp_path: Path, parser_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pin(monkeypatch, "face_parser", parser_bytes)
-    hub.add_file(PARSER_MIRROR.repo_id, PARSER_MIRROR.path, parser_bytes[:-1] + b"\x00")  # another file
+    hub.add_file(
+        PARSER_MIRROR.repo_id, PARSER_MIRROR.path, parser_bytes[:-1] + bytes([parser_bytes[-1] ^ 0xFF])
+    )  # another file (last byte always changed)
     with pytest.raises(WeightsIntegrityError, match="not the registered"):
         resolve_weight("face_parser", weights_dir=tmp_path)
     assert not (tmp_path / PARSER.filename).exists()

@@ -1,0 +1,100 @@
+"""Fewer diffuse steps on the CPU: how much of the current CPU recipe's loss decrease a shorter schedule reaches.
+
+Usage (from the repo root)::
+
+    .venv/bin/python -m bench.bench_diffuse_steps [--variants 25/0.04 30/0.035] [--json PATH]
+
+The face of the end-to-end benchmark (full-size random weights, the 12 MP photo, the synthetic label map; see
+:mod:`bench.bench_end_to_end`) is edited at strength −5 with the diffuse method's settings; then the diffuse loop
+runs with the CPU recipe (:data:`pipeline.refinement.diffuse.CPU_DIFFUSE`, 50 steps at lr 0.02) and with each
+``STEPS/LR`` variant (same render and VGG sizes). Each final code is scored by the recipe's own objective (masked
+pixel loss + λ·VGG feature loss at the recipe's sizes, evaluated on the final code, the same for all), and a variant
+is given as the share of the recipe's decrease it reaches: ``(L(start) − L(variant)) / (L(start) − L(recipe))``.
+Times are the loop's wall clock (steps × a step's cost, so they scale with the step count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from functools import partial
+
+import numpy as np
+import torch
+
+from bench.bench_end_to_end import load_remover, prepare_once
+from bench.common import Record, reference_forward_s, row_from
+from bench.full_size import full_size_weights_dir
+from pipeline.allocator import keep_freed_memory
+from pipeline.latent.editing import edit_latent
+from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, feature_mse
+from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
+from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine
+from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, neck_mask
+from pipeline.remover import cached_target_distance, diffuse_features
+from pipeline.settings import default_settings
+
+STRENGTH = -5.0  # README / main_warp.py default
+DEFAULT_VARIANTS = ("25/0.04", "30/0.035")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="STEPS/LR")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    keep_freed_memory()
+    full_size_weights_dir()
+    remover, labels = load_remover("synthetic")
+    settings = dataclasses.replace(default_settings(torch.device("cpu")), method="diffuse", strength=STRENGTH)
+    _, prepared = prepare_once(remover, labels, settings)
+    boundary = remover.boundary(settings.boundary, settings.boundary_variant)
+    mix = {"mix_layers": settings.effective_mix_layers, "mix_ratio": settings.mix_ratio}
+    edited = remover.render(edit_latent(prepared.w_plus, boundary, strength=STRENGTH, **mix))
+    region = neck_mask(prepared.labels, prepared.landmarks, settings=NECK_MASK_DIFFUSE)
+    region &= prepared.aligned.inside_mask() > 0
+    blend = feather_mask(region, dilate_px=FEATHER_DIFFUSE.dilate_px, blur_px=FEATHER_DIFFUSE.blur_px)
+    target = composite(prepared.aligned.image, edited, region.astype(np.float32))
+    distance = cached_target_distance(
+        partial(diffuse_features, remover.models.vgg, size=CPU_DIFFUSE.feature_size),
+        partial(feature_mse, tap=DIFFUSE_FEATURE_TAP),
+    )
+
+    def refine(code: np.ndarray, options: DiffuseSettings):
+        return diffuse_refine(remover.models.generator, distance, target, 1.0 - blend, code, settings=options)
+
+    def objective(code: np.ndarray) -> float:  # the recipe's loss at ``code`` (one step with lr 0 reports it)
+        return refine(code, dataclasses.replace(CPU_DIFFUSE, steps=1, learning_rate=0.0)).losses[0]
+
+    record = Record("diffuse_steps")
+    record.extra["forward_s"] = forward = reference_forward_s(remover.models.generator)
+    start_loss = objective(prepared.w_plus)
+    runs = {f"{CPU_DIFFUSE.steps}/{CPU_DIFFUSE.learning_rate:g} (recipe)": CPU_DIFFUSE}
+    for variant in args.variants:
+        steps, rate = variant.split("/")
+        runs[variant] = dataclasses.replace(CPU_DIFFUSE, steps=int(steps), learning_rate=float(rate))
+    scores: dict[str, dict[str, float]] = {}
+    for name, options in runs.items():
+        begin = time.perf_counter()
+        result = refine(prepared.w_plus, options)
+        seconds = time.perf_counter() - begin
+        scores[name] = {"seconds": seconds, "final_loss": objective(result.w_plus)}
+        record.rows.append(row_from(f"diffuse {name}", [seconds], forward_s=forward))
+    recipe = next(iter(scores.values()))
+    for name, score in scores.items():
+        score["share_of_recipe_decrease"] = (start_loss - score["final_loss"]) / (start_loss - recipe["final_loss"])
+        print(
+            f"{name:<20} {score['seconds']:7.1f} s = {score['seconds'] / forward:5.1f}× a forward   "
+            f"loss {start_loss:.5f} → {score['final_loss']:.5f}   share of the recipe's decrease "
+            f"{score['share_of_recipe_decrease']:.3f}"
+        )
+    record.extra["start_loss"] = start_loss
+    record.extra["scores"] = scores
+    record.write(args.json)
+
+
+if __name__ == "__main__":
+    main()
