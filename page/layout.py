@@ -31,9 +31,18 @@ ENTER_APPLIES_JS = """
 () => {
   document.addEventListener("keydown", (event) => {
     const box = event.target;
-    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+    if ((event.key === "Enter" || event.key === "Tab") && box instanceof HTMLInputElement && box.type === "number"
         && box.closest("#c2f-strength")) {
-      box.blur();
+      const typed = Number(box.value);
+      const low = box.min === "" ? -Infinity : Number(box.min);
+      const high = box.max === "" ? Infinity : Number(box.max);
+      if (box.value !== "" && (typed < low || typed > high)) {  // run at the value the box shows, not the typed one
+        box.value = String(Math.min(high, Math.max(low, typed)));
+        box.dispatchEvent(new Event("input", {bubbles: true}));
+      }
+      if (event.key === "Enter") {
+        box.blur();
+      }
     }
   });
 }

@@ -220,6 +220,18 @@ def test_enter_in_the_strength_box_applies_it(page: object, tmp_path: Path) -> N
         timeout=RUN_TIMEOUT_MS,
     )
     playwright_api.expect(page.locator("#c2f-score")).to_contain_text("(layers 0–5)")  # type: ignore[attr-defined]
+    # A value beyond the range runs at the end of the range the box shows, not as an error.
+    _, after = slider_images(page)
+    box.fill("-20")
+    box.press("Enter")
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
+        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
+        arg=after["src"],
+        timeout=RUN_TIMEOUT_MS,
+    )
+    assert float(box.input_value()) == -8.0
+    assert page.get_by_text("is not valid", exact=False).count() == 0  # type: ignore[attr-defined]
 
 
 def test_a_failed_run_clears_the_previous_result(page: object, tmp_path: Path) -> None:
