@@ -1,4 +1,4 @@
-"""Bounded request bodies (HTTP 413 before reading, memory flat) and the handle_file message (http_guard.py).
+"""Bounded request bodies (HTTP 413 before reading, memory flat) and the handle_file message (page/http_guard.py).
 
 The middleware is checked on its own (a tiny ASGI app) and on the real app served on loopback with the shipped
 launch options and stand-in weights: a 200 MB ``data:`` URL announced to ``/gradio_api/queue/join`` is refused
