@@ -435,7 +435,7 @@ class RemovalApp:
         inversion_steps: float,
         refine_steps: float,
         seed: float,
-        w_plus_code: str | None,
+        w_plus_code: str | None = None,
         all_faces: bool = False,
         boundary: str = "fine/all",
         authors_codes: bool = True,

@@ -685,7 +685,8 @@ class DoubleChinRemover:
         if len(faces) > 1 and not settings.all_faces and len(edits) == 1:
             notes.append(FACES_NOTE.format(count=len(faces), number=next(iter(edits)) + 1))
         for index in sorted(edits):
-            notes.extend(edits[index].notes)
+            prefix = f"Face {index + 1}: " if len(edits) > 1 else ""  # several faces: say which one a note is about
+            notes.extend(prefix + note for note in edits[index].notes)
         return RemovalResult(
             view, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings, photo,
             search.turn_degrees,

@@ -61,6 +61,13 @@ def remove(client: Client, photo: str | Path, **settings: object) -> tuple:
 # -- the API --------------------------------------------------------------------------------------------------------
 
 
+def test_only_the_photo_is_required_by_the_api(client: Client) -> None:
+    for endpoint in ("/remove_double_chin", "/strength_sweep"):
+        parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]["parameters"]
+        required = [item["parameter_name"] for item in parameters if not item["parameter_has_default"]]
+        assert required == ["photo"], endpoint  # w_plus_code too may be left out (None: the server inverts)
+
+
 def test_photo_in_result_of_the_same_size_out(client: Client, photo: Path) -> None:
     (before, after), stages, downloads, summary, notes, score = remove(client, photo, strength=-5.0)
     original, result = rgb(before), rgb(after)

@@ -326,6 +326,7 @@ def test_every_face_edits_each_face_and_offers_each_code(app: ModuleType) -> Non
     ]
     assert len(stages) == 10 and stages[5][1].startswith("Face 2 · 1 ·")
     assert app.FACE_CHOICE_HINT not in notes
+    assert f"Face 1: {EDIT_NOTE}" in notes and f"Face 2: {EDIT_NOTE}" in notes  # each face's notes say whose
     assert "Double-chin score (face 1): 1.2 → −3.8" in score and "(face 2)" in score
     with pytest.raises(gr.Error, match="describes one face"):
         code = Path(downloads[1])
