@@ -3,6 +3,10 @@
 All weight files are read with ``torch.load(..., weights_only=True, map_location="cpu", mmap=True)`` so a pickle can
 never run code and the tensors stay file-backed (read on first use, never copied twice), and every failure is turned
 into a :class:`~pipeline.errors.WeightsError` that names the file.
+
+File-backed means a loaded model keeps reading its file: replace a weight file only by writing a new file and renaming
+it into place (as :mod:`pipeline.weights.download` does), never by overwriting it in place while a process uses it (the
+model would change, or the process die with SIGBUS if the file shrinks).
 """
 
 from __future__ import annotations
