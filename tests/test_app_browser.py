@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,10 +249,17 @@ def test_a_failed_run_clears_the_previous_result(page: object, tmp_path: Path) -
 
 
 def share_link(page: object) -> str:
-    """Click the share button and return the link it copied."""
+    """Click the share button and return the link it copied (the clipboard is emptied first: no earlier link)."""
+    page.evaluate("navigator.clipboard.writeText('')")  # type: ignore[attr-defined]
     page.get_by_role("button", name="Copy a share link").click()  # type: ignore[attr-defined]
-    page.wait_for_function("async () => (await navigator.clipboard.readText()).includes('deep_link=')")  # type: ignore[attr-defined]
-    return page.evaluate("navigator.clipboard.readText()")  # type: ignore[attr-defined]
+    # Polled from here: page.wait_for_function does not await an async predicate (a Promise is truthy at once).
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        copied = page.evaluate("navigator.clipboard.readText()")  # type: ignore[attr-defined]
+        if "deep_link=" in copied:
+            return copied
+        page.wait_for_timeout(100)  # type: ignore[attr-defined]
+    raise AssertionError("the share button copied no link")
 
 
 def test_a_share_link_restores_the_result_until_its_files_expire(
