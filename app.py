@@ -57,7 +57,7 @@ from page.inputs import (
     read_user_code,
     same_parameters_as,
 )
-from page.layout import ENTER_APPLIES_JS, Controls, Views, build_controls, startup_check_banner
+from page.layout import STRENGTH_KEYS_JS, Controls, Views, build_controls, startup_check_banner
 from page.text import (
     AUTHORS_CODE_NOTE,
     STALE_NOTES,
@@ -157,7 +157,7 @@ def launch_options() -> dict[str, Any]:
         "theme": THEME,
         "css": CSS,
         "app_kwargs": {"middleware": [Middleware(RequestBodyLimit, max_bytes=MAX_REQUEST_BYTES)]},
-        "js": ENTER_APPLIES_JS,
+        "js": STRENGTH_KEYS_JS,
     }
 
 

@@ -25,9 +25,10 @@ STEP_INCREMENT = 10
 BOUNDARY_NAMES = {"fine": "Fine (W+, one per layer)", "coarse": "Coarse (W, one for all layers)"}
 VARIANT_NAMES = {"all": "all data", "psi_0.5": "ψ 0.5", "psi_0.8": "ψ 0.8"}  # training data truncation (METHOD §4)
 
-# Enter in the strength slider's number box applies the typed value: the slider applies it when the box loses focus
-# (Gradio's Slider dispatches "release" on blur and has no submit event), so Enter blurs the box.
-ENTER_APPLIES_JS = """
+# The strength control and the keyboard: Enter in the slider's number box applies the typed value (Gradio's Slider
+# dispatches "release" on blur and has no submit event, so Enter blurs the box), a value typed beyond the range is
+# clamped first (Gradio would send it unclamped), and a slider moved with the keys applies when the key is let go.
+STRENGTH_KEYS_JS = """
 () => {
   document.addEventListener("keydown", (event) => {
     const box = event.target;
@@ -43,6 +44,15 @@ ENTER_APPLIES_JS = """
       if (event.key === "Enter") {
         box.blur();
       }
+    }
+  });
+  // Gradio's slider applies ("release") only on a pointer release; a keyboard change applies when its key is let go.
+  const sliderKeys = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"];
+  document.addEventListener("keyup", (event) => {
+    const range = event.target;
+    if (sliderKeys.includes(event.key) && range instanceof HTMLInputElement && range.type === "range"
+        && range.closest("#c2f-strength")) {
+      range.dispatchEvent(new PointerEvent("pointerup", {bubbles: true}));
     }
   });
 }

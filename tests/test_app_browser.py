@@ -233,6 +233,16 @@ def test_enter_in_the_strength_box_applies_it(page: object, tmp_path: Path) -> N
     )
     assert float(box.input_value()) == -8.0
     assert page.get_by_text("is not valid", exact=False).count() == 0  # type: ignore[attr-defined]
+    # The slider itself, moved with the keyboard, applies when the key is let go.
+    _, after = slider_images(page)
+    page.locator("#c2f-strength input[type=range]").press("ArrowRight")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
+        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
+        arg=after["src"],
+        timeout=RUN_TIMEOUT_MS,
+    )
+    assert float(box.input_value()) == -7.5
 
 
 def test_a_failed_run_clears_the_previous_result(page: object, tmp_path: Path) -> None:
