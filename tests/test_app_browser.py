@@ -88,6 +88,16 @@ def slider_images(page: object) -> list[dict[str, object]]:
     return images.evaluate_all("els => els.map(e => ({src: e.src, width: e.naturalWidth, height: e.naturalHeight}))")
 
 
+def wait_for_new_result(page: object, old_src: object) -> None:
+    """Wait until the slider's "after" image is a new, fully loaded result (its src differs from ``old_src``)."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
+        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
+        arg=old_src,
+        timeout=RUN_TIMEOUT_MS,
+    )
+
+
 def fetch_rgb(page: object, url: str) -> np.ndarray:
     response = page.request.get(url)  # type: ignore[attr-defined]
     assert response.ok, url
@@ -123,12 +133,7 @@ def test_upload_run_compare_and_move_the_strength(page: object, served: Served, 
 
     encoder_runs = served.calls["invert_with_encoder"]
     drag_strength(page, -2.0, STRENGTH_MIN, STRENGTH_MAX)
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
-        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
-        arg=after["src"],
-        timeout=RUN_TIMEOUT_MS,
-    )
+    wait_for_new_result(page, after["src"])
     _, new_after = slider_images(page)
     assert (new_after["width"], new_after["height"]) == (width, height)
     assert np.any(fetch_rgb(page, str(new_after["src"])) != first_result), "moving the strength changes the result"
@@ -214,34 +219,19 @@ def test_enter_in_the_strength_box_applies_it(page: object, tmp_path: Path) -> N
     box = page.locator("#c2f-strength input[type=number]")  # type: ignore[attr-defined]
     box.fill("-3")
     box.press("Enter")
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
-        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
-        arg=after["src"],
-        timeout=RUN_TIMEOUT_MS,
-    )
+    wait_for_new_result(page, after["src"])
     playwright_api.expect(page.locator("#c2f-score")).to_contain_text("(layers 0–5)")  # type: ignore[attr-defined]
     # A value beyond the range runs at the end of the range the box shows, not as an error.
     _, after = slider_images(page)
     box.fill("-20")
     box.press("Enter")
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
-        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
-        arg=after["src"],
-        timeout=RUN_TIMEOUT_MS,
-    )
+    wait_for_new_result(page, after["src"])
     assert float(box.input_value()) == -8.0
     assert page.get_by_text("is not valid", exact=False).count() == 0  # type: ignore[attr-defined]
     # The slider itself, moved with the keyboard, applies when the key is let go.
     _, after = slider_images(page)
     page.locator("#c2f-strength input[type=range]").press("ArrowRight")  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "old => { const i = document.querySelectorAll('#c2f-slider img'); "
-        "return i.length === 2 && i[1].src !== old && i[1].complete && i[1].naturalWidth > 0; }",
-        arg=after["src"],
-        timeout=RUN_TIMEOUT_MS,
-    )
+    wait_for_new_result(page, after["src"])
     assert float(box.input_value()) == -7.5
 
 
@@ -293,12 +283,7 @@ def test_a_share_link_restores_the_result_until_its_files_expire(
 
         monkeypatch.setattr(served.app, "DELETE_CACHE", (600, 0))  # results made now expire at once
         page.locator("#c2f-run").click()
-        page.wait_for_function(
-            "old => { const i = document.querySelectorAll('#c2f-slider img'); "
-            "return i.length === 2 && i[1].src !== old; }",
-            arg=after["src"],
-            timeout=RUN_TIMEOUT_MS,
-        )
+        wait_for_new_result(page, after["src"])
         expired = context.new_page()
         expired.goto(share_link(page))
         playwright_api.expect(expired.locator("#c2f-notes")).to_contain_text("This shared link has expired")
