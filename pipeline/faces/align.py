@@ -39,6 +39,9 @@ MOUTH_LEFT_CORNER = 48
 MOUTH_RIGHT_CORNER = 54
 
 UINT8_MAX = 255
+# Pixels a bilinear sample reaches past the last non-zero mask pixel (1), plus one for rounding (ours): paste_back
+# warps only the mask's support grown by this.
+MASK_REACH_PX = 2
 GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default kernel extent, in σ
 BLUR_MIN_SIGMA = 10.0  # px; wider pad blurs run on an integer-downscaled copy with σ ≥ this (_StripeGaussianBlur)
 STRIPE_ROWS = 256  # rows per stripe in the padding arithmetic (bounds temporary memory)
@@ -210,6 +213,7 @@ class AlignedFace:
     original_shape: tuple[int, int]  # (H, W) of the photo the crop came from
     face: Face | None = None
     _inverse: np.ndarray = field(init=False, repr=False)
+    _inside: np.ndarray | None = field(init=False, repr=False, default=None)  # inside_mask(), made on first use
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inverse", np.linalg.inv(_as_3x3(self.affine))[:2])
@@ -232,8 +236,16 @@ class AlignedFace:
     def inside_mask(self) -> np.ndarray:
         """(S, S) float32: 1 where the crop samples the photo itself, 0 where it shows reflect-padding.
 
-        Useful to keep an edit mask off regions that do not exist in the photo (they are never pasted back).
+        Useful to keep an edit mask off regions that do not exist in the photo (they are never pasted back). Computed
+        once per crop (every strength change asks for it) and returned read-only.
         """
+        if self._inside is None:
+            inside = self._inside_mask()
+            inside.setflags(write=False)
+            object.__setattr__(self, "_inside", inside)
+        return self._inside
+
+    def _inside_mask(self) -> np.ndarray:
         height, width = self.original_shape
         coords = np.arange(self.size, dtype=np.float64)
         grid_u, grid_v = np.meshgrid(coords, coords)
@@ -308,9 +320,19 @@ def paste_back(
     height, width = original.shape[:2]
     forward = np.asarray(affine, dtype=np.float64)
 
-    # Footprint of the crop in the photo, clipped: warp only that window (big photos stay cheap).
-    corners = np.array([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5], [size - 0.5, -0.5]])
-    footprint = corners @ forward[:, :2].T + forward[:, 2]
+    crop, crop_mask, to_photo = _prefilter_for_downscale(edited_crop, mask.astype(np.float32), forward)
+    # Footprint in the photo of the (pre-filtered) mask's support, grown by the bilinear kernel's reach, clipped: warp
+    # only that window. The warped mask is 0 outside it, and each warped pixel depends only on its own source
+    # neighbourhood, so the window's extent changes no value (big photos and small neck regions stay cheap).
+    support = crop_mask > 0
+    if not support.any():
+        return result
+    rows, cols = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+    last = crop_mask.shape[0] - 0.5
+    left, right = max(cols[0] - MASK_REACH_PX, -0.5), min(cols[-1] + MASK_REACH_PX, last)
+    top, bottom = max(rows[0] - MASK_REACH_PX, -0.5), min(rows[-1] + MASK_REACH_PX, last)
+    corners = np.array([[left, top], [left, bottom], [right, bottom], [right, top]], dtype=np.float64)
+    footprint = corners @ to_photo[:, :2].T + to_photo[:, 2]
     x0 = max(math.floor(footprint[:, 0].min()) - 1, 0)
     y0 = max(math.floor(footprint[:, 1].min()) - 1, 0)
     x1 = min(math.ceil(footprint[:, 0].max()) + 2, width)
@@ -318,15 +340,14 @@ def paste_back(
     if x1 <= x0 or y1 <= y0:
         return result
 
-    crop, crop_mask, to_window = _prefilter_for_downscale(edited_crop, mask.astype(np.float32), forward)
-    to_window[:, 2] -= (x0, y0)
-    window_size = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(
-        crop, to_window, window_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
-    ).astype(np.float32)
-    warped_mask = cv2.warpAffine(
-        crop_mask, to_window, window_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
-    )
+    # Source position of every window pixel, from absolute photo coordinates (float64, then float32 for OpenCV): a
+    # pixel's value does not depend on where the window starts (cv2.warpAffine's fixed-point row/column split does).
+    to_crop = np.linalg.inv(_as_3x3(to_photo))
+    grid_x, grid_y = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+    map_x = (to_crop[0, 0] * grid_x + to_crop[0, 1] * grid_y + to_crop[0, 2]).astype(np.float32)
+    map_y = (to_crop[1, 0] * grid_x + to_crop[1, 1] * grid_y + to_crop[1, 2]).astype(np.float32)
+    warped = cv2.remap(crop, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    warped_mask = cv2.remap(crop_mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     warped_mask = np.clip(warped_mask, 0.0, 1.0)[:, :, None]
     window = result[y0:y1, x0:x1]
     blended = window.astype(np.float32) * (1.0 - warped_mask) + np.clip(warped, 0, UINT8_MAX) * warped_mask

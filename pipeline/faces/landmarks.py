@@ -58,6 +58,11 @@ class DetectionConfig:
     upsample_times: int = 1
     # dlib's ``adjust_threshold`` on the SVM score; 0.0 is dlib's default operating point.
     score_threshold: float = 0.0
+    # When only the largest face is wanted, photos above this many pixels are first scanned on a copy scaled to it
+    # (pipeline.faces.upright.find_faces_any_turn): faces from ≈ 80·sqrt(pixels / budget) px are found there (≈ 277 px
+    # at 12 MP), in 0.08 s instead of 0.25 s at 12 MP (measured, issue 16); a confident face there ends the search,
+    # anything else falls back to the full budget. Ours.
+    coarse_pixel_budget: int = 1024 * 1024
 
 
 DEFAULT_DETECTION = DetectionConfig()

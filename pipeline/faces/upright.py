@@ -13,6 +13,7 @@ resampling, so the photo outside the edit stays bit-exact.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ class FaceSearch:
 
     faces: list[Face]
     turn_degrees: int = 0
+    # False when a quick search for the largest face ended early (``largest_only``): faces too small to be seen on its
+    # coarse copy were not looked for, so ``faces`` may miss small ones.
+    exhaustive: bool = True
 
     @property
     def note(self) -> str | None:
@@ -79,7 +83,11 @@ def turn_clockwise(image: np.ndarray, degrees: int) -> np.ndarray:
 
 
 def find_faces_any_turn(
-    image: np.ndarray, config: FaceSearchConfig = DEFAULT_SEARCH, predictor: dlib.shape_predictor | None = None
+    image: np.ndarray,
+    config: FaceSearchConfig = DEFAULT_SEARCH,
+    predictor: dlib.shape_predictor | None = None,
+    *,
+    largest_only: bool = False,
 ) -> FaceSearch:
     """:func:`pipeline.faces.align.find_faces` upright, then on the photo turned by ``RETRY_TURNS_DEGREES``.
 
@@ -87,6 +95,9 @@ def find_faces_any_turn(
         image: (H, W, 3) uint8 RGB photo (the model view), upright as shown to the user.
         config: minimum face size and detector settings.
         predictor: the 68-point model (``Models.landmarks``); None loads the default (see ``find_faces``).
+        largest_only: only the largest face will be used: a photo above ``config.detection.coarse_pixel_budget``
+            pixels is first searched upright on a copy of that size, and a confident face there ends the search
+            (``exhaustive=False``); otherwise the full search below runs.
 
     Returns:
         FaceSearch with the faces of the first frame whose best score reaches ``CONFIDENT_SCORE`` (else the frame with
@@ -96,6 +107,8 @@ def find_faces_any_turn(
         NoFaceError: no face in any of the four orientations (the upright search's message).
         FaceTooSmallError: no orientation has a face large enough to edit, and at least one has a smaller face.
     """
+    if largest_only and (quick := _coarse_search(image, config, predictor)) is not None:
+        return quick
     best: FaceSearch | None = None
     error: NoFaceError | FaceTooSmallError | None = None
     for degrees in (0, *RETRY_TURNS_DEGREES):
@@ -118,6 +131,23 @@ def find_faces_any_turn(
     if best.turn_degrees:
         logger.info("face found after turning the photo %d° clockwise", best.turn_degrees)
     return best
+
+
+def _coarse_search(
+    image: np.ndarray, config: FaceSearchConfig, predictor: dlib.shape_predictor | None
+) -> FaceSearch | None:
+    """The upright faces found on the coarse copy, if one is confident; None when the full search must run."""
+    detection = config.detection
+    if image.shape[0] * image.shape[1] <= detection.coarse_pixel_budget:
+        return None  # the photo is no larger than the coarse copy: the full search costs the same
+    coarse = dataclasses.replace(
+        config, detection=dataclasses.replace(detection, pixel_budget=detection.coarse_pixel_budget)
+    )
+    try:
+        found = FaceSearch(find_faces(image, coarse, predictor), exhaustive=False)
+    except (NoFaceError, FaceTooSmallError):
+        return None
+    return found if _best_score(found) >= CONFIDENT_SCORE else None
 
 
 def _best_score(search: FaceSearch) -> float:

@@ -361,7 +361,7 @@ class Encoder4Editing(nn.Module):
             InputImageError: if ``images`` is not a float tensor of that shape.
         """
         self._check_images(images)
-        x = self.input_layer(images)  # (N, stem, S, S)
+        x = self.input_layer(images.contiguous(memory_format=torch.channels_last))  # (N, stem, S, S); oneDNN's layout
         taps = []
         for index, unit in enumerate(self.body):
             x = unit(x)

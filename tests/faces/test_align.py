@@ -373,6 +373,31 @@ def test_paste_back_changes_only_where_the_mask_lands() -> None:
     assert np.abs(result[inner].astype(int) - (255, 0, 255)).max() <= 2
 
 
+@pytest.mark.parametrize("scale", [0.45, 1.0, 1.9])  # photo coarser than the crop (pre-filtered), equal, finer
+def test_paste_back_warps_only_the_mask_support_and_equals_a_whole_photo_warp(
+    scale: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restricting the warp to the mask's support changes no pixel: each pixel is sampled from absolute coordinates."""
+    rng = np.random.default_rng(7)
+    size = 256
+    crop = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), np.float32)
+    mask[150:210, 60:140] = rng.random((60, 80), dtype=np.float32)
+    angle = 0.3
+    affine = np.array(
+        [
+            [scale * math.cos(angle), -scale * math.sin(angle), 40.3],
+            [scale * math.sin(angle), scale * math.cos(angle), 25.7],
+        ]
+    )
+    photo = rng.integers(0, 256, (620, 640, 3), dtype=np.uint8)
+    windowed = paste_back(photo, crop, mask, affine)
+    monkeypatch.setattr("pipeline.faces.align.MASK_REACH_PX", 10**6)  # window = the whole crop footprint
+    whole = paste_back(photo, crop, mask, affine)
+    np.testing.assert_array_equal(windowed, whole)
+    assert np.any(windowed != photo)
+
+
 def test_paste_back_validates_its_inputs_and_never_mutates_them() -> None:
     photo = example(EXAMPLE_NAMES[1])
     aligned = aligned_example(EXAMPLE_NAMES[1])

@@ -9,8 +9,10 @@ from PIL import Image
 from pipeline.config import EXAMPLES_DIR
 from pipeline.errors import NoFaceError
 from pipeline.faces import upright
-from pipeline.faces.align import Face, find_faces
+from pipeline.faces.align import DEFAULT_SEARCH, Face, FaceSearchConfig, find_faces
+from pipeline.faces.landmarks import DEFAULT_DETECTION
 from pipeline.faces.upright import FaceSearch, find_faces_any_turn, turn_clockwise
+from tests.photos import make_photo
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,51 @@ def test_a_doubtful_upright_detection_is_checked_against_the_turns(monkeypatch: 
     assert find_faces_any_turn(np.zeros((100, 200, 3), np.uint8)).turn_degrees == 90
     scores[(100, 200)] = upright.CONFIDENT_SCORE
     assert find_faces_any_turn(np.zeros((100, 200, 3), np.uint8)).turn_degrees == 0
+
+
+# --- the quick search for the largest face (issue 16) ---------------------------------------------------------------
+
+
+def detector_budgets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the pixel budget of every detector scan."""
+    budgets: list[int] = []
+    original = upright.find_faces
+
+    def recording(image: np.ndarray, config: FaceSearchConfig = DEFAULT_SEARCH, *args: object) -> list[Face]:
+        budgets.append(config.detection.pixel_budget)
+        return original(image, config, *args)
+
+    monkeypatch.setattr(upright, "find_faces", recording)
+    return budgets
+
+
+def test_largest_face_search_of_a_large_photo_scans_only_the_coarse_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 6 MP: a large face (about 540 px box) and a small one (about 115 px box, below what the 1 MP copy can see).
+    photo = make_photo((3000, 2000), [("00016", 800, (100, 200)), ("00191", 170, (2500, 300))])
+    full = find_faces_any_turn(photo)
+    assert full.exhaustive and len(full.faces) == 2
+    budgets = detector_budgets(monkeypatch)
+    quick = find_faces_any_turn(photo, largest_only=True)
+    assert budgets == [DEFAULT_DETECTION.coarse_pixel_budget], "one scan, on the coarse copy"
+    assert not quick.exhaustive and quick.turn_degrees == 0
+    assert len(quick.faces) == 1, "the small face is not looked for"
+    # The same face, with landmarks from the full-resolution predictor (started from a coarser box).
+    assert abs(quick.faces[0].size - full.faces[0].size) < 0.2 * full.faces[0].size  # dlib pyramid step: 6/5
+    assert np.median(np.abs(quick.faces[0].landmarks - full.faces[0].landmarks)) < 6
+
+
+def test_largest_face_search_falls_back_to_the_full_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a small face (about 115 px box at 6 MP): the coarse copy finds nothing, the full search finds it.
+    photo = make_photo((3000, 2000), [("00191", 170, (1400, 900))])
+    budgets = detector_budgets(monkeypatch)
+    search = find_faces_any_turn(photo, largest_only=True)
+    assert budgets == [DEFAULT_DETECTION.coarse_pixel_budget, DEFAULT_DETECTION.pixel_budget]
+    assert search.exhaustive and len(search.faces) == 1
+
+
+def test_largest_face_search_of_a_small_photo_is_the_full_search(
+    portrait: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets = detector_budgets(monkeypatch)
+    search = find_faces_any_turn(portrait, largest_only=True)  # 0.1 MP: below the coarse budget
+    assert budgets == [DEFAULT_DETECTION.pixel_budget] and search.exhaustive
