@@ -12,10 +12,10 @@ does). Scripts with a ``--json`` option write their record, the others (owned el
 inversion, app) are read from their printed summary lines.
 The full-size random weights are built once into the benchmark cache first (see :mod:`bench.full_size`).
 
-Every benchmark starts with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set (glibc keeps freed memory
-instead of returning it to the kernel), the setting the app and the CLI apply at start-up
-(:func:`pipeline.allocator.keep_freed_memory`; see docs/performance.md); ``--glibc-defaults`` leaves glibc as it is.
-The table goes to stdout, the records to ``--json``, a Markdown version (with the machine and its load) to
+Every benchmark starts with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_ARENA_MAX`` set (glibc
+keeps freed memory instead of returning it to the kernel, in one arena), the setting the app and the CLI apply at
+start-up (:func:`pipeline.allocator.keep_freed_memory`; see docs/performance.md); ``--glibc-defaults`` leaves glibc
+as it is. The table goes to stdout, the records to ``--json``, a Markdown version (with the machine and its load) to
 ``--markdown``, and (full runs only) the same into README.md between its bench markers. Rows of the end-to-end, slider
 and diffuse benchmarks also give their time in units of one 1024² generator forward timed in the same process.
 """
@@ -41,7 +41,11 @@ from bench.full_size import full_size_weights_dir, twelve_mp_jpeg
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "latest.json"
 MARKDOWN = REPO_ROOT / "docs" / "benchmarks.md"
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+ALLOCATOR_ENV = {  # what pipeline.allocator.keep_freed_memory sets in the app and the CLI
+    "MALLOC_MMAP_THRESHOLD_": "2147483647",
+    "MALLOC_TRIM_THRESHOLD_": "4294967296",
+    "MALLOC_ARENA_MAX": "1",
+}
 RSS_TARGET_MB = 6 * 1024  # issue 8
 README = REPO_ROOT / "README.md"
 README_START, README_END = "<!-- bench-start -->", "<!-- bench-end -->"
@@ -421,7 +425,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs per benchmark")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run only these")
     parser.add_argument(
-        "--glibc-defaults", action="store_true", help="do not set MALLOC_*_THRESHOLD_ (the app and CLI set them)"
+        "--glibc-defaults", action="store_true", help="do not set MALLOC_* (the app and CLI set the same with mallopt)"
     )
     parser.add_argument("--json", default=str(RESULTS), help=f"records (default {RESULTS.relative_to(REPO_ROOT)})")
     parser.add_argument("--markdown", default=str(MARKDOWN), help="Markdown table ('' to skip)")
