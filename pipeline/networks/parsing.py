@@ -406,7 +406,7 @@ def parser_input(image: np.ndarray) -> torch.Tensor:
     resized = Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BILINEAR)
     scaled = np.asarray(resized, dtype=np.float32) / UINT8_SCALE  # (512, 512, 3) in [0, 1]
     normalised = (scaled - IMAGENET_MEAN) / IMAGENET_STD  # (512, 512, 3) float32, C-contiguous
-    return torch.from_numpy(normalised).permute(2, 0, 1).unsqueeze(0)  # (1, 3, 512, 512), channels-last strides
+    return torch.from_numpy(normalised).unsqueeze(0).permute(0, 3, 1, 2)  # (1, 3, 512, 512), channels-last strides
 
 
 def _checked_output_size(output_size: tuple[int, int] | None, image: np.ndarray) -> tuple[int, int]:
