@@ -58,7 +58,7 @@ import torch
 import torch.utils.cpp_extension
 from torch import nn
 
-from bench.common import SKIPPED, Record, Samples, allocator_settings, format_row, row_from, timed
+from bench.common import SKIPPED, Record, Samples, allocator_settings, format_row, peak_rss_mb, row_from, timed
 from bench.full_size import full_size_weights_dir
 from pipeline.errors import CheckpointFormatError
 from pipeline.networks.checkpoint_io import read_torch_checkpoint, strip_prefix
@@ -364,7 +364,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{ratio['cpu_1_thread']:.3f}× process CPU time, {THREADS_CPU} thread "
         f"({seconds['ours_cpu_1_thread']:.3f} s vs {seconds['port_cpu_1_thread']:.3f} s); target ≤ {TARGET_RATIO:g}×"
     )
-    print(f"allocator environment: {allocator_settings() or 'glibc defaults'}; load {os.getloadavg()[0]:.2f}")
+    record.extra["peak_rss_mb"] = peak_rss_mb()  # both generators, the mapped weight file and the port's intermediates
+    print(
+        f"allocator environment: {allocator_settings() or 'glibc defaults'}; load {os.getloadavg()[0]:.2f}; "
+        f"peak RSS {record.extra['peak_rss_mb']:,.0f} MB"
+    )
     record.write(args.json)
 
 
