@@ -29,6 +29,7 @@ import torch
 from pipeline import allocator
 
 KIB_PER_MB = 1024  # ru_maxrss is in KiB on Linux; "MB" in the tables means MiB
+SKIPPED = "skipped: "  # a benchmark that cannot run here prints a line starting with this and exits 0 (bench.run_all)
 
 
 @dataclass

@@ -9,7 +9,8 @@ Each benchmark runs as ``python -m bench.<script>`` in its own process, so the p
 own (read with ``os.wait4``), unless the script reports its own reading for the row (the end-to-end benchmarks read
 it before the reference forward they time for the ratios, whose whole 1024² render the measured path no longer
 does). Scripts with a ``--json`` option write their record, the others (owned elsewhere: generator, encoder, align,
-inversion, app) are read from their printed summary lines.
+inversion, app) are read from their printed summary lines. A script that cannot run here (no CUDA GPU for ``gpu``; no
+checkout of the PyTorch port for ``port``, see :mod:`bench.bench_port`) shows as a "skipped" row.
 The full-size random weights are built once into the benchmark cache first (see :mod:`bench.full_size`).
 
 Every benchmark starts with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_ARENA_MAX`` set (glibc
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.common import KIB_PER_MB, Row, machine
+from bench.common import KIB_PER_MB, SKIPPED, Row, machine
 from bench.full_size import full_size_weights_dir, twelve_mp_jpeg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,8 @@ RATIO_TARGETS = (  # issue 16
     RatioTarget("end-to-end", "fast path on a 12 MP photo (decode → paste back, e4e + warp)", 2.8, 2.0),
     RatioTarget("slider", "strength change on a prepared face (edit → paste back)", 0.9, 0.5),
     RatioTarget("diffuse", "diffuse, CPU recipe", 30.0),
+    # here the unit is the port's forward, timed interleaved with ours (bench.bench_port)
+    RatioTarget("port", "generator forward vs the PyTorch port's CPU path (unit: port's fwd)", 0.2),
 )
 FAST_PATH_RSS_TARGET_MB = 2.0 * 1024  # issue 16: peak RSS of the fast path ≤ 2.0 GB
 NO_GPU_EXIT = 2  # bench_gpu's "no CUDA here"
@@ -197,6 +200,7 @@ BENCHMARKS = (
         "app", ("bench.bench_app", "--full-generator", "--threads", "2"), ("--runs", "3"), parse_app, optional=True
     ),
     Benchmark("gpu", ("bench.bench_gpu",), ("--runs", "3"), None),
+    Benchmark("port", ("bench.bench_port",), ("--rounds", "3"), None, optional=True),  # needs $C2F_PORT_DIR
 )
 
 
@@ -232,6 +236,10 @@ def run(benchmark: Benchmark, *, quick: bool, env: dict[str, str], scratch: Path
     outcome = Outcome(benchmark.name, [], rss, seconds, "ok", load_before, os.getloadavg())
     if benchmark.name == "gpu" and process.returncode == NO_GPU_EXIT:
         outcome.status = "skipped: no CUDA GPU here (see docs/performance.md for FLOP-based estimates)"
+        return outcome
+    skipped = next((line.strip() for line in text.splitlines() if line.startswith(SKIPPED)), None)
+    if process.returncode == 0 and skipped is not None:
+        outcome.status = skipped
         return outcome
     if process.returncode != 0:
         tail = " | ".join(text.strip().splitlines()[-3:])
