@@ -207,7 +207,8 @@ def test_parser_input_reproduces_fixture_preprocessing(photo: np.ndarray, fixtur
 
 def test_the_parser_runs_channels_last_end_to_end(parser: BiSeNet, photo: np.ndarray) -> None:
     """oneDNN's fast layout (issue 16): the input's strides are channels-last as PyTorch's layout choice reads them
-    (a zero batch stride is not), so every layer and the logits stay channels-last (arg-max 8× faster, max-pool 15×)."""
+    (a zero batch stride is not), so every layer and the logits stay channels-last (arg-max 8×, max-pool 15× faster).
+    """
     batch = parser_input(photo)
     assert batch.stride() == (512 * 512 * 3, 1, 512 * 3, 3)
     with torch.inference_mode():
