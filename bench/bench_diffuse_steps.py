@@ -31,7 +31,7 @@ from pipeline.allocator import keep_freed_memory
 from pipeline.latent.editing import edit_latent
 from pipeline.networks.perceptual import DIFFUSE_FEATURE_TAP, feature_mse
 from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_mask
-from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseSettings, diffuse_refine
+from pipeline.refinement.diffuse import CPU_DIFFUSE, DiffuseResult, DiffuseSettings, FeatureDistance, diffuse_refine
 from pipeline.refinement.neck_mask import NECK_MASK_DIFFUSE, neck_mask
 from pipeline.remover import cached_target_distance, diffuse_features
 from pipeline.settings import default_settings
@@ -40,13 +40,29 @@ STRENGTH = -5.0  # README / main_warp.py default
 DEFAULT_VARIANTS = ("25/0.04", "30/0.035")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="STEPS/LR")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    keep_freed_memory()
+@dataclasses.dataclass
+class DiffuseProblem:
+    """The benchmark face's diffuse refinement, ready to run (what ``remover.edit`` passes to the loop)."""
+
+    generator: torch.nn.Module  # full-size FFHQ config-f stand-in
+    distance: FeatureDistance  # VGG16 relu4_3 MSE at the CPU recipe's feature size, target features cached
+    target: np.ndarray  # (1024, 1024, 3) uint8: the aligned photo with the edited neck pasted in
+    outside_weight: np.ndarray  # (1024, 1024) float32: 1 − the feathered neck mask
+    code: np.ndarray  # (1, 18, 512) float32: the photo's code (where the recipe starts)
+    forward_s: float  # one 1024² forward (no grad) in this process, seconds
+    vgg: torch.nn.Module  # the VGG16 the distance runs
+
+    def refine(self, code: np.ndarray, options: DiffuseSettings) -> DiffuseResult:
+        """Run the diffuse loop from ``code``."""
+        return diffuse_refine(self.generator, self.distance, self.target, self.outside_weight, code, settings=options)
+
+    def objective(self, code: np.ndarray) -> float:
+        """The recipe's loss at ``code`` (one step with lr 0 reports it)."""
+        return self.refine(code, dataclasses.replace(CPU_DIFFUSE, steps=1, learning_rate=0.0)).losses[0]
+
+
+def diffuse_problem() -> DiffuseProblem:
+    """Load the full-size stand-ins, prepare the benchmark face and build its diffuse problem (edit at −5)."""
     full_size_weights_dir()
     remover, labels = load_remover("synthetic")
     settings = dataclasses.replace(default_settings(torch.device("cpu")), method="diffuse", strength=STRENGTH)
@@ -62,16 +78,23 @@ def main() -> None:
         partial(diffuse_features, remover.models.vgg, size=CPU_DIFFUSE.feature_size),
         partial(feature_mse, tap=DIFFUSE_FEATURE_TAP),
     )
+    generator = remover.models.generator
+    forward = reference_forward_s(generator)
+    return DiffuseProblem(generator, distance, target, 1.0 - blend, prepared.w_plus, forward, remover.models.vgg)
 
-    def refine(code: np.ndarray, options: DiffuseSettings):
-        return diffuse_refine(remover.models.generator, distance, target, 1.0 - blend, code, settings=options)
 
-    def objective(code: np.ndarray) -> float:  # the recipe's loss at ``code`` (one step with lr 0 reports it)
-        return refine(code, dataclasses.replace(CPU_DIFFUSE, steps=1, learning_rate=0.0)).losses[0]
-
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="STEPS/LR")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    keep_freed_memory()
+    problem = diffuse_problem()
+    refine, objective = problem.refine, problem.objective
     record = Record("diffuse_steps")
-    record.extra["forward_s"] = forward = reference_forward_s(remover.models.generator)
-    start_loss = objective(prepared.w_plus)
+    record.extra["forward_s"] = forward = problem.forward_s
+    start_loss = objective(problem.code)
     runs = {f"{CPU_DIFFUSE.steps}/{CPU_DIFFUSE.learning_rate:g} (recipe)": CPU_DIFFUSE}
     for variant in args.variants:
         steps, rate = variant.split("/")
@@ -79,7 +102,7 @@ def main() -> None:
     scores: dict[str, dict[str, float]] = {}
     for name, options in runs.items():
         begin = time.perf_counter()
-        result = refine(prepared.w_plus, options)
+        result = refine(problem.code, options)
         seconds = time.perf_counter() - begin
         scores[name] = {"seconds": seconds, "final_loss": objective(result.w_plus)}
         record.rows.append(row_from(f"diffuse {name}", [seconds], forward_s=forward))

@@ -321,6 +321,34 @@ class ConstantInput(nn.Module):
         return self.input.expand(batch, -1, -1, -1)
 
 
+def _conv_layout(weight: torch.Tensor) -> torch.Tensor:
+    """A 4-D convolution weight in channels-last memory order (a copy unless it already is).
+
+    oneDNN (and cuDNN) use this layout with channels-last activations; given another, every convolution, forward and
+    backward, reorders the weight itself.
+    """
+    return weight.contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last_product(weight: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``weight * factor[:, :, None, None]`` for an (a, b, k, k) weight and an (a, b) factor, in channels-last memory.
+
+    The product is written straight into that order: the same single pass as the plain product, and the convolution
+    need not reorder it (see :func:`_conv_layout`).
+    """
+    product = weight.permute(0, 2, 3, 1) * factor[:, None, None, :]  # (a, k, k, b), contiguous
+    return product.permute(0, 3, 1, 2)
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1×1 convolution of (N, in, H, W) features with an (out, in) weight as one matrix product over the channels.
+
+    On channels-last features this is a single GEMM forward and backward; PyTorch runs a 1×1 convolution to 3
+    channels (toRGB) on its slow reference path instead. Returns (N, out, H, W) in channels-last memory.
+    """
+    return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+
+
 class ModulatedConv2d(nn.Module):
     """Convolution whose input channels are scaled per sample by a style (and whose output is demodulated).
 
@@ -347,19 +375,26 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.demodulate = demodulate
         self.upsample = upsample
+        self.pointwise = kernel_size == 1 and not upsample  # the toRGB layers: a matrix product (see _pointwise)
         # Under autograd, folding the style into the weight makes the backward compute a weight gradient (a second
         # convolution's worth of work); scaling the input instead costs a few element-wise passes. The convolution
         # dominates only for wide layers (see SCALE_INPUT_MIN_WORK).
         work = kernel_size**2 * in_channels * out_channels / (in_channels + out_channels)
         self.scale_input_under_grad = work >= SCALE_INPUT_MIN_WORK
+        self._energy_key: tuple[object, ...] | None = None  # what _energy_cache was computed from
+        self._energy_cache = torch.empty(0)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, gain: float = 1.0
+    ) -> torch.Tensor:
         """Apply the layer.
 
         Args:
             x: (N, in, H, W) features.
             w: (N, style_dim) the W+ row driving this layer.
             bias: optional (out,) bias added to the result (fused into the last convolution).
+            gain: constant factor applied to the whole result, bias included (folded into the per-channel scale,
+                so it costs no pass of its own; the styled convolutions pass the leaky ReLU's gain here).
 
         Returns:
             (N, out, H', W') with H' = 2H when up-sampling, else H.
@@ -367,33 +402,61 @@ class ModulatedConv2d(nn.Module):
         batch = x.shape[0]
         styles = self.modulation(w) * self.scale  # (N, in)
         weight = self.weight[0]  # (out, in, k, k)
-        demod = None
+        scale = None  # (N, out) per-output-channel factor: demodulation × gain
         if self.demodulate:
             # sum over (in, ky, kx) of (weight·style)², without materialising the modulated weight
-            energy = torch.einsum("oikl,oikl->oi", weight, weight)  # (out, in); einsum is a batched dot (fast)
-            demod = torch.rsqrt(styles.square() @ energy.T + DEMOD_EPS)  # (N, out)
+            scale = torch.rsqrt(styles.square() @ self._energy().T + DEMOD_EPS)  # (N, out)
+            if gain != 1.0:
+                scale = scale * gain
+        elif gain != 1.0:
+            scale = torch.full((batch, weight.shape[0]), gain, dtype=styles.dtype, device=styles.device)
+        if bias is not None and gain != 1.0:
+            bias = bias * gain
         needs_grad = w.requires_grad and torch.is_grad_enabled()
         if batch == 1 and not (needs_grad and self.scale_input_under_grad):
-            # fold style and demodulation into one (out, in, k, k) weight: a single ordinary convolution
-            factor = styles[0][None, :] if demod is None else demod[0][:, None] * styles[0][None, :]
-            weight = weight * factor[:, :, None, None]
+            # fold style, demodulation and gain into one (out, in, k, k) weight: a single ordinary convolution
+            factor = styles[0][None, :] if scale is None else scale[0][:, None] * styles[0][None, :]
+            if self.pointwise:
+                return _pointwise(x, weight[:, :, 0, 0] * factor, bias)
             if not self.upsample:
-                return F.conv2d(x, weight, bias, padding=self.padding)
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=UPSAMPLE_FACTOR)
+                return F.conv2d(x, _channels_last_product(weight, factor), bias, padding=self.padding)
+            weight = _channels_last_product(weight.transpose(0, 1), factor.T)  # (in, out, k, k)
+            out = F.conv_transpose2d(x, weight, stride=UPSAMPLE_FACTOR)
             return self._blur(out, bias)
-        # batch > 1: scale the input, one shared convolution for the whole batch, scale the output. The FIR blur is
-        # per-channel linear, so demodulation and bias can both be applied after it, in one pass.
+        # batch > 1 (or a wide layer under autograd): scale the input, one shared convolution for the whole batch,
+        # scale the output. The FIR blur is per-channel linear, so the output scale and the bias can both be applied
+        # after it, in one pass.
         x = x * styles[:, :, None, None]
         if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=UPSAMPLE_FACTOR)
+            out = F.conv_transpose2d(x, _conv_layout(weight.transpose(0, 1)), stride=UPSAMPLE_FACTOR)
             out = self._blur(out, None)
+        elif self.pointwise:
+            out = _pointwise(x, weight[:, :, 0, 0], None)
         else:
-            out = F.conv2d(x, weight, padding=self.padding)
-        if demod is None:
+            out = F.conv2d(x, _conv_layout(weight), padding=self.padding)
+        if scale is None:
             return out if bias is None else out + bias[None, :, None, None]
         if bias is None:
-            return out * demod[:, :, None, None]
-        return torch.addcmul(bias[None, :, None, None], out, demod[:, :, None, None])
+            return out * scale[:, :, None, None]
+        return torch.addcmul(bias[None, :, None, None], out, scale[:, :, None, None])
+
+    def _energy(self) -> torch.Tensor:
+        """(out, in) Σ over (ky, kx) of weight²: the demodulation's constant part, computed once per weight.
+
+        Recomputed when the weight tensor is replaced or changed in place (its data pointer or version changes);
+        not cached while the weight itself needs a gradient, nor for weights made under inference mode (which keep
+        no version counter).
+        """
+        weight = self.weight[0]
+        if self.weight.requires_grad or self.weight.is_inference():
+            return torch.einsum("oikl,oikl->oi", weight, weight)
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device, self.weight.dtype)
+        if self._energy_key != key:
+            # a plain tensor even when first called under inference_mode, so autograd may save it later
+            with torch.inference_mode(False), torch.no_grad():
+                self._energy_cache = torch.einsum("oikl,oikl->oi", weight, weight)  # einsum: a batched dot
+            self._energy_key = key
+        return self._energy_cache
 
     def _blur(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """FIR-filter (N, C, 2H+1, 2H+1) -> (N, C, 2H, 2H) (true convolution, i.e. correlation with the flip)."""
@@ -428,8 +491,10 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """(N, in, H, W), (N, style_dim), noise (1 or N, 1, H', W') -> (N, out, H', W')."""
-        out = self.conv(x, w, self.activate.bias)  # bias and noise are both additive: add the bias in the conv
-        out = out.add_(noise * self.noise.weight).mul_(LRELU_GAIN)  # gain first: leaky_relu_ keeps its own output
+        # lrelu(v)·g = lrelu(v·g) for g > 0: the gain scales the convolution's output (folded into its per-channel
+        # factor), its bias and the noise, so it costs no pass over the features; the bias is fused into the conv
+        out = self.conv(x, w, self.activate.bias, gain=LRELU_GAIN)
+        out = out.add_(noise * (self.noise.weight * LRELU_GAIN))
         return F.leaky_relu_(out, LRELU_SLOPE)  # (in-place ops save memory; autograd allows this order)
 
 
