@@ -182,12 +182,14 @@ def against(args: argparse.Namespace, problem: DiffuseProblem, vgg: VGG16Feature
     loss_diff = largest_relative(np.array(new_losses), np.array(old_losses))
     moved = np.abs(old_code - problem.code).max()
     code_diff = float(np.abs(new_code - old_code).max() / moved)
+    norm_diff = float(np.linalg.norm(new_code - old_code) / np.linalg.norm(old_code - problem.code))
     print(
         f"whole recipe: largest relative loss difference {loss_diff:.2e}; final codes differ by {code_diff:.2e} of "
-        f"the largest move ({moved:.4f}); final loss {old_losses[-1]:.6f} → {new_losses[-1]:.6f}"
+        f"the largest move ({moved:.4f}), in norm {norm_diff:.2e} of the move; final loss {old_losses[-1]:.6f} → "
+        f"{new_losses[-1]:.6f}"
     )
     record.extra |= {"sides": summary, "step_ratio": after / before, "loss_curve_rel_diff": loss_diff}
-    record.extra["final_code_diff_of_move"] = code_diff
+    record.extra["final_code_diff_of_move"] = {"max": code_diff, "norm": norm_diff}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -18,9 +18,11 @@ ops and no compile step, so it runs on CPU, CUDA and ZeroGPU.
 Speed (CPU): activations are kept in ``channels_last`` layout (oneDNN's fast path); for a batch of one the style
 and demodulation are folded into the convolution weight (one ordinary convolution per layer), for larger batches
 the input is scaled, a shared convolution is run once for the whole batch and the output is scaled; FIR filters
-run as depthwise convolutions with the padding folded in; biases are fused into the convolutions. When the code
-needs a gradient (the optimisation loops) the wide layers scale the input even at batch one, so the backward pass
-needs no weight gradient (see ``SCALE_INPUT_MIN_WORK``).
+run as depthwise convolutions with the padding folded in; biases and the leaky ReLU's gain are fused into the
+convolutions; weights reach the convolutions in channels-last order (no reorder per call); the demodulation's weight
+energy is computed once per weight; the 1×1 toRGB layers run as a matrix product. When the code needs a gradient
+(the optimisation loops) the wide layers scale the input even at batch one, so the backward pass needs no weight
+gradient (see ``SCALE_INPUT_MIN_WORK``).
 """
 
 from __future__ import annotations
@@ -73,10 +75,13 @@ UPSAMPLE_FACTOR = 2
 # p = 4 - 2 - (3 - 1) = 0, pads ((p + 1) // 2 + 2 - 1, p // 2 + 1) = (1, 1).
 CONV_BLUR_PADDING = 1
 # Modulated convolutions whose gradient is needed (the optimisation loops) scale their input instead of folding the
-# style into the weight when k²·in·out/(in + out) — convolution work per element-wise pass — reaches this (measured on
-# 2 CPU cores, forward + backward: 512/512 and 256/256 3×3 layers and the 256→128 up-sampling layer gain 5–30 %;
-# 128/128, narrower layers and the 1×1 toRGB layers lose, up to 3×)
-SCALE_INPUT_MIN_WORK = 700
+# style into the weight when k²·in·out/(in + out) — convolution work per element-wise pass — reaches this. Measured
+# per layer on the CPU diffuse step (256² render, one thread, CPU time; bench.bench_diffuse_step --scale-rule): every
+# 3×3 layer from 64² up gains by scaling (512/512 at 64²: 40–75 ms a step, 512→256 and 256/256 at 128²: 190 and
+# 110 ms, 256→128 and 128/128 at 256²: 220 and 105 ms); at 4²–32² both are within noise (±20 ms); the 1×1 toRGB
+# layers lose by scaling (up to 17 ms). Layers below 576 (only at 512² and 1024²) were not re-measured and fold, as
+# before (a first measurement, on 2 cores with the older weight layout, had put the line at 700).
+SCALE_INPUT_MIN_WORK = 500
 # Zero-insertion + FIR up-sampling of the toRGB skip pads (2, 1) around the 2H zero-inserted samples; as a stride-2
 # transposed convolution with the 4×4 kernel (output 2H + 2) this is a crop of 1 pixel on each side.
 SKIP_UPSAMPLE_PADDING = 1
