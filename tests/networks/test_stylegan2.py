@@ -503,3 +503,16 @@ def test_demodulation_follows_changes_of_the_weight() -> None:
     with torch.inference_mode():
         single = doubled(x, w)
         assert normalised_error(doubled.double()(x.double(), w.double()), single) < SAME_MATH_TOLERANCE
+
+
+@pytest.mark.parametrize("scale_input", [False, True])
+def test_upsampling_layer_gradients_match_finite_differences(scale_input: bool) -> None:
+    """Both formulations of the up-sampling layer (gain and bias folded in) give the exact gradient for features, code
+    and bias."""
+    torch.manual_seed(13)
+    layer = ModulatedConv2d(3, 2, 3, 4, upsample=True).double().requires_grad_(False)
+    layer.scale_input_under_grad = scale_input
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    inputs = (x.requires_grad_(True), torch.randn(1, 4, dtype=torch.float64, requires_grad=True))
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w, b: layer(f, w, b, gain=LRELU_GAIN), (*inputs, bias))
