@@ -178,6 +178,9 @@ def against(args: argparse.Namespace, problem: DiffuseProblem, vgg: VGG16Feature
         )
     before, after = (summary[name]["step_cpu_s"] for name in sides)
     print(f"step after / before: {after / before:.3f}")
+    record.extra |= {"sides": summary, "step_ratio": after / before}
+    if args.skip_recipe:
+        return
     (old_losses, old_code), (new_losses, new_code) = (side.run(CPU_DIFFUSE.steps) for side in sides.values())
     loss_diff = largest_relative(np.array(new_losses), np.array(old_losses))
     moved = np.abs(old_code - problem.code).max()
@@ -188,7 +191,7 @@ def against(args: argparse.Namespace, problem: DiffuseProblem, vgg: VGG16Feature
         f"the largest move ({moved:.4f}), in norm {norm_diff:.2e} of the move; final loss {old_losses[-1]:.6f} → "
         f"{new_losses[-1]:.6f}"
     )
-    record.extra |= {"sides": summary, "step_ratio": after / before, "loss_curve_rel_diff": loss_diff}
+    record.extra["loss_curve_rel_diff"] = loss_diff
     record.extra["final_code_diff_of_move"] = {"max": code_diff, "norm": norm_diff}
 
 
@@ -346,6 +349,7 @@ def main() -> None:
     mode.add_argument("--scale-rule", action="store_true", help="fold vs scale per modulated layer")
     parser.add_argument("--rounds", type=int, default=5, help="timed runs of each side (default 5)")
     parser.add_argument("--steps-per-run", type=int, default=2, help="steps in one timed run (default 2)")
+    parser.add_argument("--skip-recipe", action="store_true", help="--against: time the steps only (no exactness run)")
     parser.add_argument("--revision", default=None, help="--profile: the modules of this git revision")
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--profile-rows", type=int, default=40)
