@@ -57,8 +57,8 @@ class DiffuseSettings:
 # The CPU recipe (ours; issue 8: ≤ 90 s on 2 cores). Measured against the official recipe (1024² render, VGG at
 # 256², 100 steps at lr 0.01) by bench/bench_diffuse_quality.py, as the share of the official loss's decrease that a
 # variant achieves (stand-in generator, 3 fixtures): 256² render + VGG at 256², 100 steps 0.98; VGG at 128² instead
-# 0.98; 50 steps at lr 0.02 instead 0.98; a 128² render 0.88–0.91. A step of 256² render + 128² VGG takes ≈ 0.8 s on
-# 2 cores (docs/performance.md).
+# 0.98; 50 steps at lr 0.02 instead 0.98; a 128² render 0.88–0.91. A step of 256² render + 128² VGG takes ≈ 0.5 s on
+# 2 cores, ≈ 1.25 generator forwards (docs/performance.md, "Round 2").
 CPU_RENDER_SIZE = 256  # the optimisation renders up to 256² (the 256² skip output stands in for the pooled 1024²)
 CPU_FEATURE_SIZE = 128  # VGG16 input side while optimising: 4× fewer VGG FLOPs than 256², same measured result
 CPU_STEPS = 50  # half the official steps …
