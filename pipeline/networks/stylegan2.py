@@ -18,9 +18,11 @@ ops and no compile step, so it runs on CPU, CUDA and ZeroGPU.
 Speed (CPU): activations are kept in ``channels_last`` layout (oneDNN's fast path); for a batch of one the style
 and demodulation are folded into the convolution weight (one ordinary convolution per layer), for larger batches
 the input is scaled, a shared convolution is run once for the whole batch and the output is scaled; FIR filters
-run as depthwise convolutions with the padding folded in; biases are fused into the convolutions. When the code
-needs a gradient (the optimisation loops) the wide layers scale the input even at batch one, so the backward pass
-needs no weight gradient (see ``SCALE_INPUT_MIN_WORK``).
+run as depthwise convolutions with the padding folded in; biases and the leaky ReLU's gain are fused into the
+convolutions; weights reach the convolutions in channels-last order (no reorder per call); the demodulation's weight
+energy is computed once per weight; the 1×1 toRGB layers run as a matrix product. When the code needs a gradient
+(the optimisation loops) the wide layers scale the input even at batch one, so the backward pass needs no weight
+gradient (see ``SCALE_INPUT_MIN_WORK``).
 """
 
 from __future__ import annotations
@@ -73,10 +75,13 @@ UPSAMPLE_FACTOR = 2
 # p = 4 - 2 - (3 - 1) = 0, pads ((p + 1) // 2 + 2 - 1, p // 2 + 1) = (1, 1).
 CONV_BLUR_PADDING = 1
 # Modulated convolutions whose gradient is needed (the optimisation loops) scale their input instead of folding the
-# style into the weight when k²·in·out/(in + out) — convolution work per element-wise pass — reaches this (measured on
-# 2 CPU cores, forward + backward: 512/512 and 256/256 3×3 layers and the 256→128 up-sampling layer gain 5–30 %;
-# 128/128, narrower layers and the 1×1 toRGB layers lose, up to 3×)
-SCALE_INPUT_MIN_WORK = 700
+# style into the weight when k²·in·out/(in + out) — convolution work per element-wise pass — reaches this. Measured
+# per layer on the CPU diffuse step (256² render, one thread, CPU time; bench.bench_diffuse_step --scale-rule): every
+# 3×3 layer from 64² up gains by scaling (512/512 at 64²: 40–75 ms a step, 512→256 and 256/256 at 128²: 190 and
+# 110 ms, 256→128 and 128/128 at 256²: 220 and 105 ms); at 4²–32² both are within noise (±20 ms); the 1×1 toRGB
+# layers lose by scaling (up to 17 ms). Layers below 576 (only at 512² and 1024²) were not re-measured and fold, as
+# before (a first measurement, on 2 cores with the older weight layout, had put the line at 700).
+SCALE_INPUT_MIN_WORK = 500
 # Zero-insertion + FIR up-sampling of the toRGB skip pads (2, 1) around the 2H zero-inserted samples; as a stride-2
 # transposed convolution with the 4×4 kernel (output 2H + 2) this is a crop of 1 pixel on each side.
 SKIP_UPSAMPLE_PADDING = 1
@@ -322,6 +327,34 @@ class ConstantInput(nn.Module):
         return self.input.expand(batch, -1, -1, -1)
 
 
+def _conv_layout(weight: torch.Tensor) -> torch.Tensor:
+    """A 4-D convolution weight in channels-last memory order (a copy unless it already is).
+
+    oneDNN (and cuDNN) use this layout with channels-last activations; given another, every convolution, forward and
+    backward, reorders the weight itself.
+    """
+    return weight.contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last_product(weight: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``weight * factor[:, :, None, None]`` for an (a, b, k, k) weight and an (a, b) factor, in channels-last memory.
+
+    The product is written straight into that order: the same single pass as the plain product, and the convolution
+    need not reorder it (see :func:`_conv_layout`).
+    """
+    product = weight.permute(0, 2, 3, 1) * factor[:, None, None, :]  # (a, k, k, b), contiguous
+    return product.permute(0, 3, 1, 2)
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1×1 convolution of (N, in, H, W) features with an (out, in) weight as one matrix product over the channels.
+
+    On channels-last features this is a single GEMM forward and backward; PyTorch runs a 1×1 convolution to 3
+    channels (toRGB) on its slow reference path instead. Returns (N, out, H, W) in channels-last memory.
+    """
+    return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+
+
 class ModulatedConv2d(nn.Module):
     """Convolution whose input channels are scaled per sample by a style (and whose output is demodulated).
 
@@ -348,19 +381,26 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.demodulate = demodulate
         self.upsample = upsample
+        self.pointwise = kernel_size == 1 and not upsample  # the toRGB layers: a matrix product (see _pointwise)
         # Under autograd, folding the style into the weight makes the backward compute a weight gradient (a second
         # convolution's worth of work); scaling the input instead costs a few element-wise passes. The convolution
         # dominates only for wide layers (see SCALE_INPUT_MIN_WORK).
         work = kernel_size**2 * in_channels * out_channels / (in_channels + out_channels)
         self.scale_input_under_grad = work >= SCALE_INPUT_MIN_WORK
+        self._energy_key: tuple[object, ...] | None = None  # what _energy_cache was computed from
+        self._energy_cache = torch.empty(0)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, gain: float = 1.0
+    ) -> torch.Tensor:
         """Apply the layer.
 
         Args:
             x: (N, in, H, W) features.
             w: (N, style_dim) the W+ row driving this layer.
             bias: optional (out,) bias added to the result (fused into the last convolution).
+            gain: constant factor applied to the whole result, bias included (folded into the per-channel scale,
+                so it costs no pass of its own; the styled convolutions pass the leaky ReLU's gain here).
 
         Returns:
             (N, out, H', W') with H' = 2H when up-sampling, else H.
@@ -368,33 +408,61 @@ class ModulatedConv2d(nn.Module):
         batch = x.shape[0]
         styles = self.modulation(w) * self.scale  # (N, in)
         weight = self.weight[0]  # (out, in, k, k)
-        demod = None
+        scale = None  # (N, out) per-output-channel factor: demodulation × gain
         if self.demodulate:
             # sum over (in, ky, kx) of (weight·style)², without materialising the modulated weight
-            energy = torch.einsum("oikl,oikl->oi", weight, weight)  # (out, in); einsum is a batched dot (fast)
-            demod = torch.rsqrt(styles.square() @ energy.T + DEMOD_EPS)  # (N, out)
+            scale = torch.rsqrt(styles.square() @ self._energy().T + DEMOD_EPS)  # (N, out)
+            if gain != 1.0:
+                scale = scale * gain
+        elif gain != 1.0:
+            scale = torch.full((batch, weight.shape[0]), gain, dtype=styles.dtype, device=styles.device)
+        if bias is not None and gain != 1.0:
+            bias = bias * gain
         needs_grad = w.requires_grad and torch.is_grad_enabled()
         if batch == 1 and not (needs_grad and self.scale_input_under_grad):
-            # fold style and demodulation into one (out, in, k, k) weight: a single ordinary convolution
-            factor = styles[0][None, :] if demod is None else demod[0][:, None] * styles[0][None, :]
-            weight = weight * factor[:, :, None, None]
+            # fold style, demodulation and gain into one (out, in, k, k) weight: a single ordinary convolution
+            factor = styles[0][None, :] if scale is None else scale[0][:, None] * styles[0][None, :]
+            if self.pointwise:
+                return _pointwise(x, weight[:, :, 0, 0] * factor, bias)
             if not self.upsample:
-                return F.conv2d(x, weight, bias, padding=self.padding)
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=UPSAMPLE_FACTOR)
+                return F.conv2d(x, _channels_last_product(weight, factor), bias, padding=self.padding)
+            weight = _channels_last_product(weight.transpose(0, 1), factor.T)  # (in, out, k, k)
+            out = F.conv_transpose2d(x, weight, stride=UPSAMPLE_FACTOR)
             return self._blur(out, bias)
-        # batch > 1: scale the input, one shared convolution for the whole batch, scale the output. The FIR blur is
-        # per-channel linear, so demodulation and bias can both be applied after it, in one pass.
+        # batch > 1 (or a wide layer under autograd): scale the input, one shared convolution for the whole batch,
+        # scale the output. The FIR blur is per-channel linear, so the output scale and the bias can both be applied
+        # after it, in one pass.
         x = x * styles[:, :, None, None]
         if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=UPSAMPLE_FACTOR)
+            out = F.conv_transpose2d(x, _conv_layout(weight.transpose(0, 1)), stride=UPSAMPLE_FACTOR)
             out = self._blur(out, None)
+        elif self.pointwise:
+            out = _pointwise(x, weight[:, :, 0, 0], None)
         else:
-            out = F.conv2d(x, weight, padding=self.padding)
-        if demod is None:
+            out = F.conv2d(x, _conv_layout(weight), padding=self.padding)
+        if scale is None:
             return out if bias is None else out + bias[None, :, None, None]
         if bias is None:
-            return out * demod[:, :, None, None]
-        return torch.addcmul(bias[None, :, None, None], out, demod[:, :, None, None])
+            return out * scale[:, :, None, None]
+        return torch.addcmul(bias[None, :, None, None], out, scale[:, :, None, None])
+
+    def _energy(self) -> torch.Tensor:
+        """(out, in) Σ over (ky, kx) of weight²: the demodulation's constant part, computed once per weight.
+
+        Recomputed when the weight tensor is replaced or changed in place (its data pointer or version changes);
+        not cached while the weight itself needs a gradient, nor for weights made under inference mode (which keep
+        no version counter).
+        """
+        weight = self.weight[0]
+        if self.weight.requires_grad or self.weight.is_inference():
+            return torch.einsum("oikl,oikl->oi", weight, weight)
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device, self.weight.dtype)
+        if self._energy_key != key:
+            # a plain tensor even when first called under inference_mode, so autograd may save it later
+            with torch.inference_mode(False), torch.no_grad():
+                self._energy_cache = torch.einsum("oikl,oikl->oi", weight, weight)  # einsum: a batched dot
+            self._energy_key = key
+        return self._energy_cache
 
     def _blur(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """FIR-filter (N, C, 2H+1, 2H+1) -> (N, C, 2H, 2H) (true convolution, i.e. correlation with the flip)."""
@@ -429,8 +497,10 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """(N, in, H, W), (N, style_dim), noise (1 or N, 1, H', W') -> (N, out, H', W')."""
-        out = self.conv(x, w, self.activate.bias)  # bias and noise are both additive: add the bias in the conv
-        out = out.add_(noise * self.noise.weight).mul_(LRELU_GAIN)  # gain first: leaky_relu_ keeps its own output
+        # lrelu(v)·g = lrelu(v·g) for g > 0: the gain scales the convolution's output (folded into its per-channel
+        # factor), its bias and the noise, so it costs no pass over the features; the bias is fused into the conv
+        out = self.conv(x, w, self.activate.bias, gain=LRELU_GAIN)
+        out = out.add_(noise * (self.noise.weight * LRELU_GAIN))
         return F.leaky_relu_(out, LRELU_SLOPE)  # (in-place ops save memory; autograd allows this order)
 
 

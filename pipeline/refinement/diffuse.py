@@ -57,8 +57,8 @@ class DiffuseSettings:
 # The CPU recipe (ours; issue 8: ≤ 90 s on 2 cores). Measured against the official recipe (1024² render, VGG at
 # 256², 100 steps at lr 0.01) by bench/bench_diffuse_quality.py, as the share of the official loss's decrease that a
 # variant achieves (stand-in generator, 3 fixtures): 256² render + VGG at 256², 100 steps 0.98; VGG at 128² instead
-# 0.98; 50 steps at lr 0.02 instead 0.98; a 128² render 0.88–0.91. A step of 256² render + 128² VGG takes ≈ 0.8 s on
-# 2 cores (docs/performance.md).
+# 0.98; 50 steps at lr 0.02 instead 0.98; a 128² render 0.88–0.91. A step of 256² render + 128² VGG takes ≈ 0.5 s on
+# 2 cores, ≈ 1.25 generator forwards (docs/performance.md, "Round 2").
 CPU_RENDER_SIZE = 256  # the optimisation renders up to 256² (the 256² skip output stands in for the pooled 1024²)
 CPU_FEATURE_SIZE = 128  # VGG16 input side while optimising: 4× fewer VGG FLOPs than 256², same measured result
 CPU_STEPS = 50  # half the official steps …
@@ -81,6 +81,46 @@ class DiffuseResult:
     losses: list[float] = field(default_factory=list)
     steps_run: int = 0
     stopped_early: bool = False
+
+
+def diffuse_objective(
+    generator: nn.Module,
+    feature_distance: FeatureDistance,
+    target: np.ndarray,
+    outside_weight: np.ndarray,
+    settings: DiffuseSettings,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The diffuse loss as a function of the code: ``L(w) = mean(((T − G(w))·m)²) + λ·L_feat(G(w), T)``.
+
+    Everything that does not depend on the code (the target and the pixel weight at the optimisation size, the
+    target at the feature size) is computed here, once per refinement.
+
+    Args:
+        generator: frozen StyleGAN2 with ``synthesis(wp, resolution=None)``.
+        feature_distance: VGG feature distance between two (1, 3, F, F) images in [-1, 1], F = ``feature_size``.
+        target: (S, S, 3) uint8 RGB, the original with the edited neck pasted in (hard mask).
+        outside_weight: (S, S) float32 in [0, 1], ``1 − feathered neck mask``: where the pixel loss counts.
+        settings: the loss weight and the resolutions.
+
+    Returns:
+        ``loss_of(w_plus)``: (1, 18, 512) code on the generator's device → scalar loss tensor (differentiable; run it
+        inside the caller's autocast context; the loss terms are summed in fp32).
+    """
+    device = generator.latent_avg.device
+    size = settings.optimise_size
+    target_full = to_model_range(target, device)
+    target_opt = downsample(target_full, size)
+    weight = torch.from_numpy(np.ascontiguousarray(outside_weight, dtype=np.float32)).to(device)[None, None]
+    weight = downsample(weight, size)
+    target_features = downsample(target_full, settings.feature_size)
+
+    def loss_of(w_plus: torch.Tensor) -> torch.Tensor:
+        render = generator.synthesis(w_plus, resolution=size)
+        pixel_loss = ((target_opt - render.float()) * weight).square().mean()
+        feature_loss = feature_distance(downsample(render, settings.feature_size), target_features)
+        return pixel_loss + settings.feature_weight * feature_loss.float()
+
+    return loss_of
 
 
 def diffuse_refine(
@@ -111,12 +151,7 @@ def diffuse_refine(
         The optimised code and its full-size fp32 render.
     """
     device = generator.latent_avg.device
-    size = settings.optimise_size
-    target_full = to_model_range(target, device)
-    target_opt = downsample(target_full, size)
-    weight = torch.from_numpy(np.ascontiguousarray(outside_weight, dtype=np.float32)).to(device)[None, None]
-    weight = downsample(weight, size)
-    target_features = downsample(target_full, settings.feature_size)
+    loss_of = diffuse_objective(generator, feature_distance, target, outside_weight, settings)
     init = np.asarray(init_w_plus, dtype=np.float32).reshape(1, NUM_WS, W_DIM)
     w_plus = torch.tensor(init, device=device, requires_grad=True)
     precision = MixedPrecision(device, settings.precision)
@@ -129,10 +164,7 @@ def diffuse_refine(
                 result.stopped_early = True
                 break
             with precision.autocast():
-                render = generator.synthesis(w_plus, resolution=size)
-                pixel_loss = ((target_opt - render.float()) * weight).square().mean()
-                feature_loss = feature_distance(downsample(render, settings.feature_size), target_features)
-                loss = pixel_loss + settings.feature_weight * feature_loss.float()
+                loss = loss_of(w_plus)
             precision.step(loss, optimiser)
             result.steps_run = step + 1
             log.add(step + 1, loss)

@@ -9,6 +9,7 @@ import torch
 
 from pipeline.errors import CheckpointFormatError, WeightsError
 from pipeline.networks.stylegan2 import (
+    LRELU_GAIN,
     Generator,
     GeneratorConfig,
     ModulatedConv2d,
@@ -424,3 +425,94 @@ def test_optimisation_path_equals_the_inference_path() -> None:
     assert normalised_error(scaled_image, folded_image) < SAME_MATH_TOLERANCE
     assert normalised_error(folded_under_grad, folded_image) < SAME_MATH_TOLERANCE
     assert normalised_error(scaled_grad, folded_grad) < SAME_MATH_TOLERANCE
+
+
+@pytest.mark.parametrize(("kernel", "upsample"), [(3, False), (3, True), (1, False)])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_gain_scales_the_whole_output_in_every_formulation(
+    kernel: int, upsample: bool, demodulate: bool, batch: int
+) -> None:
+    """``gain`` (the styled convolutions pass the leaky ReLU's √2) multiplies the result, bias included, whether the
+    style is folded into the weight or the input is scaled, with or without a gradient; and every formulation is the
+    plain modulated convolution (1×1 layers run as a matrix product)."""
+    torch.manual_seed(11)
+    layer = ModulatedConv2d(8, 6, kernel, 16, demodulate=demodulate, upsample=upsample).requires_grad_(False)
+    x = torch.randn(batch, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    codes, bias = torch.randn(batch, 16), torch.randn(6)
+    for scale_input in (False, True):
+        layer.scale_input_under_grad = scale_input
+        for needs_grad in (False, True):
+            w = codes.clone().requires_grad_(needs_grad)
+            plain, scaled = layer(x, w, bias), layer(x, w, bias, gain=LRELU_GAIN)
+            assert scaled.shape == (batch, 6, 10 if upsample else 5, 10 if upsample else 5)
+            assert normalised_error(scaled.detach(), LRELU_GAIN * plain.detach()) < SAME_MATH_TOLERANCE
+            assert normalised_error(plain.detach(), reference_modulated_conv(layer, x, codes, bias)) < 1e-5
+
+
+def reference_modulated_conv(
+    layer: ModulatedConv2d, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """The modulated convolution written out per sample in float64 (the port's formulation: modulated weight,
+    demodulation, grouped convolution; transposed + FIR blur when up-sampling)."""
+    outputs = []
+    for sample in range(x.shape[0]):
+        style = layer.modulation(codes[sample : sample + 1]).double()[0] * layer.scale
+        weight = layer.weight[0].double() * style[None, :, None, None]
+        if layer.demodulate:
+            weight = weight * torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8)[:, None, None, None]
+        features = x[sample : sample + 1].double()
+        if layer.upsample:
+            out = torch.nn.functional.conv_transpose2d(features, weight.transpose(0, 1), stride=2)
+            kernel = layer.blur.kernel.double().flip(0, 1).expand(out.shape[1], 1, 4, 4)
+            out = torch.nn.functional.conv2d(out, kernel, padding=1, groups=out.shape[1])
+        else:
+            out = torch.nn.functional.conv2d(features, weight, padding=layer.padding)
+        outputs.append(out + bias.double()[None, :, None, None])
+    return torch.cat(outputs)
+
+
+def test_demodulation_follows_changes_of_the_weight() -> None:
+    """The demodulation's weight energy is computed once per weight, and again when the weight changes (in place or
+    replaced); computed under inference mode it still serves a later backward pass."""
+    torch.manual_seed(12)
+    layer = ModulatedConv2d(4, 5, 3, 8).requires_grad_(False)
+    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(1, 8)
+
+    def fresh_result() -> torch.Tensor:
+        twin = ModulatedConv2d(4, 5, 3, 8).requires_grad_(False)
+        twin.load_state_dict(layer.state_dict())
+        with torch.inference_mode():
+            return twin(x, w)
+
+    with torch.inference_mode():
+        layer(x, w)
+    codes = w.clone().requires_grad_(True)
+    layer(x, codes).square().sum().backward()
+    assert codes.grad is not None and torch.isfinite(codes.grad).all()
+    with torch.no_grad():
+        layer.weight[:, :, 0] *= 3.0  # one input channel: changes the demodulation (a global scale would not)
+    with torch.inference_mode():
+        assert normalised_error(layer(x, w), fresh_result()) < SAME_MATH_TOLERANCE
+    layer.weight = torch.nn.Parameter(torch.randn(1, 5, 4, 3, 3), requires_grad=False)
+    with torch.inference_mode():
+        assert normalised_error(layer(x, w), fresh_result()) < SAME_MATH_TOLERANCE
+    doubled = ModulatedConv2d(4, 5, 3, 8).requires_grad_(False)
+    doubled.load_state_dict(layer.state_dict())
+    with torch.inference_mode():
+        single = doubled(x, w)
+        assert normalised_error(doubled.double()(x.double(), w.double()), single) < SAME_MATH_TOLERANCE
+
+
+@pytest.mark.parametrize("scale_input", [False, True])
+def test_upsampling_layer_gradients_match_finite_differences(scale_input: bool) -> None:
+    """Both formulations of the up-sampling layer (gain and bias folded in) give the exact gradient for features, code
+    and bias."""
+    torch.manual_seed(13)
+    layer = ModulatedConv2d(3, 2, 3, 4, upsample=True).double().requires_grad_(False)
+    layer.scale_input_under_grad = scale_input
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    inputs = (x.requires_grad_(True), torch.randn(1, 4, dtype=torch.float64, requires_grad=True))
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w, b: layer(f, w, b, gain=LRELU_GAIN), (*inputs, bias))
