@@ -298,14 +298,25 @@ def _piecewise_affine(image: np.ndarray, source: np.ndarray, target: np.ndarray)
     if not moving.any():
         return result
     owner = _triangle_owner(target[moving], image.shape[:2])
-    ys, xs = np.nonzero(owner)  # pixels inside a moving triangle
-    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    affines = _inverse_affines(source[moving], target[moving])[owner[ys, xs] - 1]  # (N, 3, 2)
-    map_x, map_y = np.meshgrid(np.arange(left, right, dtype=np.float32), np.arange(top, bottom, dtype=np.float32))
-    map_x[ys - top, xs - left] = xs * affines[:, 0, 0] + ys * affines[:, 1, 0] + affines[:, 2, 0]
-    map_y[ys - top, xs - left] = xs * affines[:, 0, 1] + ys * affines[:, 1, 1] + affines[:, 2, 1]
+    rows, cols = np.flatnonzero(owner.any(axis=1)), np.flatnonzero(owner.any(axis=0))
+    if rows.size == 0:  # the moving triangles cover no pixel centre
+        return result
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # bounding box of the moving triangles
+    owner = owner[box]
+    inside = owner > 0
+    # Per pixel of the box, its triangle's inverse affine (row 0: identity, for pixels outside every triangle), taken
+    # coefficient by coefficient; each source position is x·a00 + y·a10 + a20 in float64, as for a single point.
+    table = np.concatenate([[[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]], _inverse_affines(source[moving], target[moving])])
+    grid_x = np.arange(box[1].start, box[1].stop, dtype=np.float64)[None, :]
+    grid_y = np.arange(box[0].start, box[0].stop, dtype=np.float64)[:, None]
+    map_x = (grid_x * table[:, 0, 0][owner] + grid_y * table[:, 1, 0][owner] + table[:, 2, 0][owner]).astype(
+        np.float32
+    )
+    map_y = (grid_x * table[:, 0, 1][owner] + grid_y * table[:, 1, 1][owner] + table[:, 2, 1][owner]).astype(
+        np.float32
+    )
     resampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    result[ys, xs] = resampled[ys - top, xs - left]
+    result[box] = np.where(inside[:, :, None], resampled, result[box])
     return result
 
 
