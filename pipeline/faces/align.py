@@ -343,17 +343,16 @@ def paste_back(
     # Source position of every window pixel, from absolute photo coordinates (float64, then float32 for OpenCV): a
     # pixel's value does not depend on where the window starts (cv2.warpAffine's fixed-point row/column split does).
     to_crop = np.linalg.inv(_as_3x3(to_photo))
-    grid_x, grid_y = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-    map_x = (to_crop[0, 0] * grid_x + to_crop[0, 1] * grid_y + to_crop[0, 2]).astype(np.float32)
+    grid_x, grid_y = np.arange(x0, x1, dtype=np.float64)[None, :], np.arange(y0, y1, dtype=np.float64)[:, None]
+    map_x = (to_crop[0, 0] * grid_x + to_crop[0, 1] * grid_y + to_crop[0, 2]).astype(np.float32)  # broadcast (h, w)
     map_y = (to_crop[1, 0] * grid_x + to_crop[1, 1] * grid_y + to_crop[1, 2]).astype(np.float32)
     warped = cv2.remap(crop, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     warped_mask = cv2.remap(crop_mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     warped_mask = np.clip(warped_mask, 0.0, 1.0)[:, :, None]
     window = result[y0:y1, x0:x1]
-    blended = window.astype(np.float32) * (1.0 - warped_mask) + np.clip(warped, 0, UINT8_MAX) * warped_mask
+    blended = window.astype(np.float32) * (1.0 - warped_mask) + warped * warped_mask  # warped: uint8 values
     blended = np.clip(np.rint(blended), 0, UINT8_MAX).astype(np.uint8)
-    touched = warped_mask[:, :, 0] > 0
-    window[touched] = blended[touched]
+    np.copyto(window, blended, where=warped_mask > 0)  # untouched pixels keep their exact values
     return result
 
 
