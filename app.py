@@ -93,6 +93,7 @@ from pipeline import (
     default_settings,
     keep_freed_memory,
     resolve_weights_dir,
+    single_threaded_numpy_blas,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ logger = logging.getLogger(__name__)
 if __name__ == "__main__":  # before the models load at import, so their log lines are shown
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keep_freed_memory()  # process-wide glibc tuning: renders reuse their memory (docs/performance.md)
+    single_threaded_numpy_blas()  # spinning BLAS threads would slow the renders (docs/performance.md)
 
 # -- configuration ---------------------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ import torch
 from bench.common import Record, Samples, format_row, peak_rss_mb, reference_forward_s, timed
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
 from pipeline.allocator import keep_freed_memory
+from pipeline.threads import single_threaded_numpy_blas
 from pipeline.config import ALIGNED_SIZE
 from pipeline.faces.align import align_face, find_faces
 from pipeline.faces.decode import decode_upload
@@ -231,6 +232,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the record here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    single_threaded_numpy_blas()  # as the app and the CLI run (pipeline.threads)
     if args.keep_freed_memory:
         keep_freed_memory()
     if args.threads is not None:

@@ -47,6 +47,8 @@ ALLOCATOR_ENV = {  # what pipeline.allocator.keep_freed_memory sets in the app a
     "MALLOC_TRIM_THRESHOLD_": "4294967296",
     "MALLOC_ARENA_MAX": "1",
 }
+# what pipeline.threads.single_threaded_numpy_blas sets in the app and the CLI (always: it is not an allocator setting)
+THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 RSS_TARGET_MB = 6 * 1024  # issue 8
 README = REPO_ROOT / "README.md"
 README_START, README_END = "<!-- bench-start -->", "<!-- bench-end -->"
@@ -357,7 +359,7 @@ def markdown(outcomes: list[Outcome], info: dict[str, object], started: str, loa
         "",
         f"- Run: {started}; machine: {info['cpu']}, {info['cpus']} CPUs, {info['memory_gb']} GB RAM, torch "
         f"{info['torch']}, Python {info['python']}, {info['platform']}.",
-        f"- Allocator: {info['allocator'] or 'glibc defaults'}.",
+        f"- Allocator: {info['allocator'] or 'glibc defaults'}; threads: {info.get('threads', {})}.",
         f"- Load average (1 min) before each benchmark: {', '.join(f'{load[0]:.1f}' for load in loads)} "
         "(2 CPUs; other jobs were running on the machine when this is above ~0.5, so times are pessimistic).",
         "",
@@ -439,7 +441,7 @@ def main() -> None:
     parser.add_argument("--markdown", default=str(MARKDOWN), help="Markdown table ('' to skip)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md's table as it is")
     args = parser.parse_args()
-    env = dict(os.environ)
+    env = dict(os.environ) | THREAD_ENV
     if not args.glibc_defaults:
         env.update(ALLOCATOR_ENV)
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -457,6 +459,7 @@ def main() -> None:
             outcomes.append(outcome)
             print(f"  {outcome.status}, {outcome.seconds:.0f} s, peak RSS {outcome.peak_rss_mb:,.0f} MB", flush=True)
     info = machine()
+    info["threads"] = THREAD_ENV
     if not args.glibc_defaults:
         info["allocator"] = ALLOCATOR_ENV
     print("\n".join(table(outcomes)))

@@ -66,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "STAND_IN_NOTE": "pipeline.weights.stand_in",
     "StartupCheck": "pipeline.verification.verify",
     "keep_freed_memory": "pipeline.allocator",
+    "single_threaded_numpy_blas": "pipeline.threads",
     "RECONSTRUCTION_PREVIEW_SIZE": "pipeline.remover",
 }
 
@@ -110,6 +111,7 @@ __all__ = [
     "mask_overlay",
     "resolve_weights_dir",
     "select_device",
+    "single_threaded_numpy_blas",
     "weights_status",
 ]
 
@@ -141,6 +143,7 @@ if TYPE_CHECKING:
         add_timings,
     )
     from pipeline.settings import MAX_STEPS, SEED_MAX, STRENGTH_MAX, STRENGTH_MIN, RemovalSettings, default_settings
+    from pipeline.threads import single_threaded_numpy_blas
     from pipeline.verification.verify import StartupCheck
     from pipeline.weights.checks import format_status, weights_status
     from pipeline.weights.registry import REGISTRY, resolve_weights_dir

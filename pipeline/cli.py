@@ -61,6 +61,7 @@ from pipeline.settings import (
     RemovalSettings,
     default_settings,
 )
+from pipeline.threads import single_threaded_numpy_blas
 from pipeline.weights.stand_in import STAND_IN_NOTE
 
 logger = logging.getLogger(__name__)
@@ -525,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous_level = _configure_logging(args)
     keep_freed_memory()  # process-wide glibc tuning: renders reuse their memory (docs/performance.md)
+    single_threaded_numpy_blas()  # spinning BLAS threads would slow the renders (docs/performance.md)
     try:
         return _run(parser, args)
     except KeyboardInterrupt:
