@@ -42,7 +42,6 @@ import torch
 from bench.common import Record, Samples, format_row, peak_rss_mb, reference_forward_s, timed
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
 from pipeline.allocator import keep_freed_memory
-from pipeline.threads import single_threaded_numpy_blas
 from pipeline.config import ALIGNED_SIZE
 from pipeline.faces.align import align_face, find_faces
 from pipeline.faces.decode import decode_upload
@@ -50,6 +49,7 @@ from pipeline.faces.upright import find_faces_any_turn
 from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.remover import STAGES, DoubleChinRemover, PreparedFace
 from pipeline.settings import RemovalSettings, default_settings
+from pipeline.threads import single_threaded_numpy_blas
 
 TARGETS = {  # issue 8: CPU budget of the default path
     "end-to-end": 12.0,
