@@ -49,6 +49,7 @@ MAX_UPSCALE = 64  # refuse quads smaller than size / 64 (16 px for 1024²): land
 # Horizontal bands the oriented resampling is split into, one thread each (ours, issue 16; Pillow releases the GIL in
 # transform and resize, and the Space has 2 vCPUs). Same pixels as one call up to the rounding of sampling positions.
 RESAMPLE_BANDS = 2
+LANCZOS_LOBES = 3  # support of Pillow's LANCZOS filter in output pixels (Pillow's Resample.c: lanczos, support 3)
 
 
 @dataclass(frozen=True)
@@ -567,10 +568,10 @@ def quad_resample(
 ) -> np.ndarray:
     """The recipe's oriented resampling: bilinear QUAD transform to ``transform_size``², Lanczos down to ``size``².
 
-    The work is split into horizontal bands run in threads: each band's QUAD transform uses the band's sub-quad
-    (the quad is a parallelogram, so the sub-quads are exact up to floating-point rounding), and each band of the
-    output is the Lanczos resize of the whole intermediate restricted to its rows (``box``), whose filter taps reach
-    across band edges exactly as in one resize. The result equals the recipe's single call except where a sampling
+    The work is split into horizontal bands, one thread each: a thread QUAD-transforms its band's rows of the
+    intermediate plus the Lanczos filter's reach beyond them (the sub-quad of those rows: the quad is a
+    parallelogram, so sub-quads are exact up to floating-point rounding), then Lanczos-resizes its own rows (``box``),
+    whose filter taps read the same intermediate rows as in one whole resize. The result equals the recipe's single call except where a sampling
     position rounds differently: in the tests at most 1 grey level, on at most a few pixels per million.
 
     Args:
@@ -593,26 +594,29 @@ def quad_resample(
         return np.asarray(big.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8).copy()
     upper_left, lower_left, lower_right, upper_right = corners
     rows = transform_size // bands
+    # Intermediate rows each band needs beyond its own: the reach of Pillow's Lanczos window (3 lobes at the
+    # reduction's scale) plus rounding (ours). With them, a band's output rows read the same intermediate rows as
+    # in one whole resize, and the threads never wait for each other or copy their parts into one image.
+    margin = math.ceil(LANCZOS_LOBES * transform_size / size) + 2
 
-    def transform_band(index: int) -> Image.Image:
-        top, bottom = index / bands, (index + 1) / bands
+    def band(index: int) -> np.ndarray:
+        first, last = index * rows, (index + 1) * rows
+        start, stop = max(first - margin, 0), min(last + margin, transform_size)
+        top, bottom = start / transform_size, stop / transform_size
         sub_quad = (
             upper_left + (lower_left - upper_left) * top,
             upper_left + (lower_left - upper_left) * bottom,
             upper_right + (lower_right - upper_right) * bottom,
             upper_right + (lower_right - upper_right) * top,
         )
-        return source.transform(
-            (transform_size, rows), Image.Transform.QUAD, tuple(np.concatenate(sub_quad)), Image.Resampling.BILINEAR
+        piece = source.transform(
+            (transform_size, stop - start),
+            Image.Transform.QUAD,
+            tuple(np.concatenate(sub_quad)),
+            Image.Resampling.BILINEAR,
         )
-
-    def reduce_band(big: Image.Image, index: int) -> np.ndarray:
-        box = (0, index * rows, transform_size, (index + 1) * rows)
-        return np.asarray(big.resize((size, size // bands), Image.Resampling.LANCZOS, box=box), dtype=np.uint8)
+        box = (0, first - start, transform_size, last - start)
+        return np.asarray(piece.resize((size, size // bands), Image.Resampling.LANCZOS, box=box), dtype=np.uint8)
 
     with ThreadPoolExecutor(max_workers=bands) as pool:
-        parts = list(pool.map(transform_band, range(bands)))
-        big = Image.new(source.mode, (transform_size, transform_size))
-        for index, part in enumerate(parts):
-            big.paste(part, (0, index * rows))
-        return np.concatenate(list(pool.map(lambda index: reduce_band(big, index), range(bands))), axis=0)
+        return np.concatenate(list(pool.map(band, range(bands))), axis=0)
