@@ -571,8 +571,9 @@ def quad_resample(
     The work is split into horizontal bands, one thread each: a thread QUAD-transforms its band's rows of the
     intermediate plus the Lanczos filter's reach beyond them (the sub-quad of those rows: the quad is a
     parallelogram, so sub-quads are exact up to floating-point rounding), then Lanczos-resizes its own rows (``box``),
-    whose filter taps read the same intermediate rows as in one whole resize. The result equals the recipe's single call except where a sampling
-    position rounds differently: in the tests at most 1 grey level, on at most a few pixels per million.
+    whose filter taps read the same intermediate rows as in one whole resize. The result equals the recipe's single
+    call except where a sampling position rounds differently: in the tests at most 1 grey level, on at most a few
+    pixels per million.
 
     Args:
         source: the cropped (and padded) RGB photo.
