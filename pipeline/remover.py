@@ -292,7 +292,7 @@ class DoubleChinRemover:
         Args:
             image: (H, W, 3) uint8 sRGB, ``DecodedImage.image``.
             largest_only: only the largest face will be edited: a large photo is first searched on a small copy (see
-                :func:`pipeline.faces.upright.find_faces_any_turn`; ~0.3× the time at 12 MP), which finds the faces
+                :func:`pipeline.faces.upright.find_faces_any_turn`; ~0.2× the time at 12 MP), which finds the faces
                 big enough to be the largest but may miss small ones.
 
         Returns:
@@ -684,7 +684,10 @@ class DoubleChinRemover:
                 edit = edits[index]
                 frame = edit.prepared.aligned.paste_back(frame, edit.refined, edit.blend_mask)
             view = search.unturn(frame)
-            photo = write_back(decoded.photo, decoded.image, view)
+            # where the pastes can have changed the photo (upright frames; a turned one is compared whole)
+            boxes = [edit.prepared.aligned.paste_box(edit.blend_mask) for edit in edits.values()]
+            within = _union_box([box for box in boxes if box is not None]) if search.turn_degrees == 0 else None
+            photo = write_back(decoded.photo, decoded.image, view, within)
         faces = search.faces
         notes = list(self.models.notes) + list(decoded.notes)
         if search.note:
@@ -742,6 +745,14 @@ class DoubleChinRemover:
             edits[index] = self.edit(prepared, settings, on_stage=on_stage, should_stop=should_stop)
             add_timings(timings, prepared.timings, edits[index].timings)
         return self.finish(decoded, search, edits, settings, timings=timings, on_stage=on_stage)
+
+
+def _union_box(boxes: list[tuple[slice, slice]]) -> tuple[slice, slice]:
+    """The smallest (rows, columns) box holding every box (an empty box when there are none)."""
+    if not boxes:
+        return slice(0, 0), slice(0, 0)
+    rows = slice(min(box[0].start for box in boxes), max(box[0].stop for box in boxes))
+    return rows, slice(min(box[1].start for box in boxes), max(box[1].stop for box in boxes))
 
 
 def add_timings(total: dict[str, float], *parts: dict[str, float]) -> dict[str, float]:

@@ -282,6 +282,31 @@ class AlignedFace:
             )
         return paste_back(original, edited_crop, mask, self.affine, self.original_shape)
 
+    def paste_box(self, mask: np.ndarray) -> tuple[slice, slice] | None:
+        """The photo's rows and columns that :meth:`paste_back` with this ``mask`` can change (None: none).
+
+        The mask's support mapped into the photo, grown by the resampling kernels' reach (and, when the crop is
+        pre-filtered for a coarser photo, by one pre-filtered pixel) and clipped; a little larger than what changes,
+        never smaller (test). Lets the write-back compare only this part of a large photo.
+
+        Args:
+            mask: (S, S) float in [0, 1], as given to :meth:`paste_back`.
+        """
+        rows, cols = np.flatnonzero(np.any(mask > 0, axis=1)), np.flatnonzero(np.any(mask > 0, axis=0))
+        if rows.size == 0:
+            return None
+        scale = math.sqrt(abs(np.linalg.det(self.affine[:, :2])))  # photo pixels per aligned pixel
+        reach = MASK_REACH_PX + math.ceil(1.0 / scale)  # aligned pixels: kernel reach + one pre-filtered pixel
+        left, right = cols[0] - reach, cols[-1] + reach
+        top, bottom = rows[0] - reach, rows[-1] + reach
+        corners = np.array([[left, top], [left, bottom], [right, bottom], [right, top]], dtype=np.float64)
+        footprint = self.to_original(corners)
+        height, width = self.original_shape
+        x0, y0 = max(math.floor(footprint[:, 0].min()) - 1, 0), max(math.floor(footprint[:, 1].min()) - 1, 0)
+        x1 = min(math.ceil(footprint[:, 0].max()) + 2, width)
+        y1 = min(math.ceil(footprint[:, 1].max()) + 2, height)
+        return None if x1 <= x0 or y1 <= y0 else (slice(y0, y1), slice(x0, x1))
+
 
 def paste_back(
     original: np.ndarray,

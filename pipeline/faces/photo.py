@@ -301,19 +301,29 @@ def composite_on_background(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 # -- the write-back --------------------------------------------------------------------------------------------------
 
 
-def changed_region(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels where two (H, W, 3) model views differ (the region an edit touched)."""
+def changed_region(before: np.ndarray, after: np.ndarray, within: tuple[slice, slice] | None = None) -> np.ndarray:
+    """(H, W) bool: pixels where two (H, W, 3) model views differ (the region an edit touched).
+
+    ``within``: (rows, columns) known to hold every difference; only they are compared (a large photo's edit is a
+    small part of it), the rest is False.
+    """
     if before.shape != after.shape:
         raise ValueError(f"the edited view has shape {after.shape}, the photo's view {before.shape}")
+    region = np.zeros(before.shape[:2], dtype=bool)
     if after is before:
-        return np.zeros(before.shape[:2], dtype=bool)
-    region = before[:, :, 0] != after[:, :, 0]  # channel by channel: ~3× faster than any(axis=2)
+        return region
+    box = (slice(None), slice(None)) if within is None else within
+    part, edited = before[box], after[box]
+    found = part[:, :, 0] != edited[:, :, 0]  # channel by channel: ~3× faster than any(axis=2)
     for channel in range(1, before.shape[2]):
-        region |= before[:, :, channel] != after[:, :, channel]
+        found |= part[:, :, channel] != edited[:, :, channel]
+    region[box] = found
     return region
 
 
-def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> SourcePhoto:
+def write_back(
+    photo: SourcePhoto, before: np.ndarray, after: np.ndarray, within: tuple[slice, slice] | None = None
+) -> SourcePhoto:
     """Put an edit of the model view into the photo's own colour space, depth and channels.
 
     Outside the pixels where ``after`` differs from ``before`` the result equals ``photo.pixels`` bit for bit (and
@@ -332,6 +342,8 @@ def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> Sou
         photo: the source photo.
         before: (H, W, 3) uint8 sRGB, ``model_view(photo)`` (in the photo's orientation).
         after: (H, W, 3) uint8 sRGB, the edited view.
+        within: (rows, columns) known to hold every pixel where ``after`` differs from ``before`` (e.g. the union of
+            :meth:`pipeline.faces.align.AlignedFace.paste_box`); None compares the whole view.
 
     Returns:
         SourcePhoto with the same size, dtype, channels, profile and notes.
@@ -339,7 +351,7 @@ def write_back(photo: SourcePhoto, before: np.ndarray, after: np.ndarray) -> Sou
     Raises:
         ValueError: ``before`` and ``after`` differ in shape or do not match the photo's size.
     """
-    region = changed_region(before, after)
+    region = changed_region(before, after, within)
     if region.shape != photo.pixels.shape[:2]:
         raise ValueError(f"the edited view is {region.shape[::-1]}, the photo {photo.size}")
     if photo.has_alpha:

@@ -398,6 +398,34 @@ def test_paste_back_warps_only_the_mask_support_and_equals_a_whole_photo_warp(
     assert np.any(windowed != photo)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_paste_box_holds_every_pixel_paste_back_changes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = 192
+    scale, angle = rng.uniform(0.3, 2.5), rng.uniform(-0.6, 0.6)  # below 1: the crop is pre-filtered
+    affine = np.array(
+        [
+            [scale * math.cos(angle), -scale * math.sin(angle), rng.uniform(-60, 120)],
+            [scale * math.sin(angle), scale * math.cos(angle), rng.uniform(-60, 120)],
+        ]
+    )
+    photo = rng.integers(0, 256, (400, 420, 3), dtype=np.uint8)
+    aligned = AlignedFace(np.zeros((size, size, 3), np.uint8), np.zeros((4, 2)), affine, photo.shape[:2])
+    mask = np.zeros((size, size), np.float32)
+    top, left = rng.integers(0, size - 40, 2)
+    mask[top : top + 40, left : left + 30] = rng.random((40, 30), dtype=np.float32)
+    crop = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    changed = np.any(aligned.paste_back(photo, crop, mask) != photo, axis=2)
+    box = aligned.paste_box(mask)
+    if box is None:
+        assert not changed.any()
+        return
+    outside = changed.copy()
+    outside[box] = False
+    assert not outside.any()
+    assert aligned.paste_box(np.zeros_like(mask)) is None
+
+
 def test_paste_back_validates_its_inputs_and_never_mutates_them() -> None:
     photo = example(EXAMPLE_NAMES[1])
     aligned = aligned_example(EXAMPLE_NAMES[1])

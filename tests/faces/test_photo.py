@@ -102,6 +102,19 @@ def test_without_a_profile_values_are_srgb_and_the_edit_is_exact() -> None:
     np.testing.assert_array_equal(result.pixels[:, :, :3], after)
 
 
+def test_a_box_holding_the_edit_gives_the_same_write_back() -> None:
+    decoded = decode_upload(png(noise(channels=4, dtype=np.uint16), colord_profile("AdobeRGB1998.icc")))
+    after, region = edit_box(decoded.image)
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    within = (slice(rows[0] - 3, rows[-1] + 5), slice(cols[0] - 2, cols[-1] + 4))
+    whole = write_back(decoded.photo, decoded.image, after)
+    boxed = write_back(decoded.photo, decoded.image, after, within)
+    np.testing.assert_array_equal(boxed.pixels, whole.pixels)
+    assert boxed.icc_profile == whole.icc_profile
+    nothing = (slice(0, 0), slice(0, 0))
+    assert write_back(decoded.photo, decoded.image, decoded.image.copy(), nothing) is decoded.photo
+
+
 def test_no_change_returns_the_photo_itself() -> None:
     decoded = decode_upload(png(noise(channels=4, dtype=np.uint16), colord_profile("AdobeRGB1998.icc")))
     assert write_back(decoded.photo, decoded.image, decoded.image.copy()) is decoded.photo
