@@ -139,12 +139,17 @@ def composite(base: np.ndarray, overlay: np.ndarray, mask: np.ndarray) -> np.nda
         raise ValueError(f"overlay shape {overlay.shape} does not match base shape {base.shape}")
     mask = _check_soft_mask(mask, base.shape)
     result = base.copy()
-    touched = mask > 0  # (H, W) bool: only these pixels are recomputed
-    weight = mask[touched].astype(np.float32)  # (N,)
+    touched = mask > 0  # (H, W) bool: only these pixels are recomputed, inside their bounding box
+    rows, cols = np.flatnonzero(touched.any(axis=1)), np.flatnonzero(touched.any(axis=0))
+    if rows.size == 0:
+        return result
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    weight = mask[box].astype(np.float32)
     if base.ndim == 3:
-        weight = weight[:, None]  # (N, 1) broadcast over channels
-    blended = base[touched].astype(np.float32) * (1.0 - weight) + overlay[touched].astype(np.float32) * weight
-    result[touched] = np.clip(np.rint(blended), 0.0, _RGB_MAX).astype(np.uint8)
+        weight = weight[:, :, None]  # broadcast over channels
+    blended = base[box].astype(np.float32) * (1.0 - weight) + overlay[box].astype(np.float32) * weight
+    inside = touched[box] if base.ndim == 2 else touched[box][:, :, None]
+    np.copyto(result[box], np.clip(np.rint(blended), 0.0, _RGB_MAX).astype(np.uint8), where=inside)
     return result
 
 
