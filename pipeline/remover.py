@@ -176,6 +176,8 @@ class RemovalResult:
     timings: dict[str, float] = field(default_factory=dict)
     photo: SourcePhoto | None = None  # the result in the input's own form (profile, depth, channels): what to save
     turn_degrees: int = 0  # clockwise turn under which the faces were found and edited (0 = upright)
+    # False after the quick search for the largest face (FaceSearch.exhaustive): ``faces`` holds the large faces only
+    all_faces_searched: bool = True
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description of what was done (no pixels)."""
@@ -184,6 +186,7 @@ class RemovalResult:
             **({"photo": self.photo.describe()} if self.photo is not None else {}),
             "turned_degrees": self.turn_degrees,
             "faces_found": len(self.faces),
+            "faces_search": "every face" if self.all_faces_searched else "large faces (quick search for the largest)",
             "faces_edited": sorted(self.edits),
             "settings": self.settings.to_dict(),
             "stand_in_weights": self.stand_in,
@@ -700,7 +703,7 @@ class DoubleChinRemover:
             notes.extend(prefix + note for note in edits[index].notes)
         return RemovalResult(
             view, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings, photo,
-            search.turn_degrees,
+            search.turn_degrees, search.exhaustive,
         )  # fmt: skip
 
     # The whole pipeline ---------------------------------------------------------------------------------------------

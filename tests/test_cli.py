@@ -42,6 +42,7 @@ SUMMARY_KEYS = {
     "photo",  # bit depth, channels, grey, ICC profile of the output (issue 11)
     "turned_degrees",
     "faces_found",
+    "faces_search",
     "faces_edited",
     "settings",
     "stand_in_weights",

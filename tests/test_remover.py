@@ -20,6 +20,7 @@ from pipeline.refinement.compositing import FEATHER_DIFFUSE, composite, feather_
 from pipeline.refinement.diffuse import CPU_DIFFUSE
 from pipeline.refinement.neck_mask import landmark_neck_mask
 from pipeline.remover import (
+    FACES_NOTE_QUICK,
     RECONSTRUCTION_PREVIEW_SIZE,
     STAGES,
     DoubleChinRemover,
@@ -205,6 +206,23 @@ def test_all_faces(remover: DoubleChinRemover) -> None:
     code = np.load(EXAMPLES_DIR / "codes" / "00016_wp.npy")
     with pytest.raises(PipelineError, match="one face"):
         remover(photo, RemovalSettings(all_faces=True), w_plus=code)
+
+
+def test_the_largest_face_is_found_by_the_quick_search_and_the_summary_says_so(remover: DoubleChinRemover) -> None:
+    # 3.8 MP: a large face and a small one that the quick search's 0.5 MP copy cannot see (issue 16).
+    photo = make_photo((2400, 1600), [("00016", 900, (100, 100)), ("00191", 150, (2000, 300))])
+    assert len(remover.detect(photo).faces) == 2  # the full search (the app's face preview, a chosen face number)
+    quick = remover.detect(photo, largest_only=True)
+    assert not quick.exhaustive and len(quick.faces) == 1
+    result = remover(photo, RemovalSettings(method="warp"))
+    summary = result.summary()
+    assert summary["faces_found"] == 1 and summary["faces_edited"] == [0]
+    assert summary["faces_search"].startswith("large faces")
+    changed = np.any(result.image != photo, axis=2)
+    assert changed[:, :1100].any() and not changed[:, 1100:].any(), "the large face (left) is the one edited"
+    two_large = make_photo((1600, 900), [("00016", 600, (50, 100)), ("00191", 500, (900, 150))])
+    notes = remover(two_large, RemovalSettings(method="warp", strength=0.0)).notes
+    assert FACES_NOTE_QUICK.format(count=2, number=1) in notes
 
 
 @pytest.mark.parametrize(
