@@ -294,7 +294,8 @@ class DoubleChinRemover:
 
         Args:
             image: (H, W, 3) uint8 sRGB, ``DecodedImage.image``.
-            largest_only: only the largest face will be edited: a large photo is first searched on a small copy (see
+            largest_only: only the largest face will be edited (``__call__`` passes True unless a face number or every
+                face is asked for): a large photo is first searched on a small copy (see
                 :func:`pipeline.faces.upright.find_faces_any_turn`; ~0.2× the time at 12 MP), which finds the faces
                 big enough to be the largest but may miss small ones.
 
@@ -734,7 +735,7 @@ class DoubleChinRemover:
         with _timed(timings, "decode", on_stage):
             decoded = decode_upload(photo)
         with _timed(timings, "detect", on_stage):
-            search = self.detect(decoded.image, largest_only=not settings.all_faces and not settings.face_index)
+            search = self.detect(decoded.image, largest_only=not settings.all_faces and settings.face_index is None)
         faces = search.faces
         indices = self.select_faces(faces, settings)
         if w_plus is not None and len(indices) != 1:

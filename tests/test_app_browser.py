@@ -2,13 +2,15 @@
 
 Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` headless. Without it the tests are
 skipped locally and fail in CI (``.ci/run`` installs it). The page is served from this process with stand-in weights
-(see ``tests/test_app.py``); the run also refreshes ``docs/screenshot.png``.
+(see ``tests/test_app.py``). The screenshots go to the run's temporary folder; with ``C2F_UPDATE_SCREENSHOTS=1``
+they replace the README's pictures in ``docs/`` instead (a plain test run leaves the clone unchanged).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
 PHONE_VIEWPORT = {"width": 390, "height": 844}  # a common phone screen, in CSS pixels
+UPDATE_SCREENSHOTS_ENV = "C2F_UPDATE_SCREENSHOTS"  # "1": the run replaces the README's pictures in docs/
 SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"  # the README's picture: the page before a run
 RESULT_SCREENSHOT = REPO_ROOT / "docs" / "screenshot-stand-in-result.png"  # after a run with stand-in weights
 PHONE_SCREENSHOT = REPO_ROOT / "docs" / "screenshot-phone.png"  # 390 px wide, after a run with stand-in weights
@@ -141,7 +144,12 @@ def test_upload_run_compare_and_move_the_strength(page: object, served: Served, 
 
 
 def save_screenshot(page: object, path: Path, width: int) -> None:
-    """A full-page screenshot as a 256-colour PNG (keeps the pictures in docs/ at ~0.4 MB instead of ~1.3 MB)."""
+    """A full-page screenshot as a 256-colour PNG (keeps the pictures in docs/ at ~0.4 MB instead of ~1.3 MB).
+
+    Written to ``path`` only with ``C2F_UPDATE_SCREENSHOTS=1``; otherwise to the run's temporary folder.
+    """
+    if os.environ.get(UPDATE_SCREENSHOTS_ENV) != "1":
+        path = Path(tempfile.gettempdir()) / path.name
     page.mouse.move(0, 0)  # type: ignore[attr-defined]  # no hover highlight in the picture
     png = page.screenshot(full_page=True)  # type: ignore[attr-defined]
     with Image.open(io.BytesIO(png)) as shot:

@@ -220,6 +220,8 @@ def test_the_largest_face_is_found_by_the_quick_search_and_the_summary_says_so(r
     assert summary["faces_search"].startswith("large faces")
     changed = np.any(result.image != photo, axis=2)
     assert changed[:, :1100].any() and not changed[:, 1100:].any(), "the large face (left) is the one edited"
+    chosen = remover(photo, RemovalSettings(method="warp", face_index=0, strength=0.0)).summary()
+    assert chosen["faces_search"] == "every face" and chosen["faces_found"] == 2, "a chosen face number searches all"
     two_large = make_photo((1600, 900), [("00016", 600, (50, 100)), ("00191", 500, (900, 150))])
     notes = remover(two_large, RemovalSettings(method="warp", strength=0.0)).notes
     assert FACES_NOTE_QUICK.format(count=2, number=1) in notes

@@ -61,9 +61,9 @@ class DetectionConfig:
     # When only the largest face is wanted, photos above this many pixels are first scanned on a copy scaled to it
     # (pipeline.faces.upright.find_faces_any_turn): faces from ≈ 80·sqrt(pixels / budget) px are found there (≈ 390 px
     # at 12 MP, ≈ 200 px at 3 MP), the search taking 0.043 s instead of 0.25 s at 12 MP (1 MP: 0.073 s; measured,
-    # issue 16; landmarks from the full-resolution predictor differ from the full search's by 2.9 px on average at
-    # 12 MP, 2.4 px with a 1 MP copy); a confident face there ends the search, anything else falls back to the full
-    # budget. Ours.
+    # issue 16; landmarks from the full-resolution predictor, started from the coarser box, differ from the full
+    # search's by 2.9–5 px on average on 12–16 MP test photos, 2.4 px with a 1 MP copy); a confident face there ends
+    # the search, anything else falls back to the full budget. Ours.
     coarse_pixel_budget: int = 512 * 1024
 
 

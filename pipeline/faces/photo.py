@@ -354,8 +354,8 @@ def write_back(
     region = changed_region(before, after, within)
     if region.shape != photo.pixels.shape[:2]:
         raise ValueError(f"the edited view is {region.shape[::-1]}, the photo {photo.size}")
-    if photo.has_alpha:
-        region &= photo.pixels[:, :, -1] > 0  # a fully transparent pixel shows nothing of an edit
+    if photo.has_alpha:  # a pixel the models saw as fully transparent (8-bit opacity 0) shows nothing of an edit
+        region &= to_8bit(photo.pixels[:, :, -1]) > 0  # (a 16-bit alpha below 129 is 0 there: it stays as it was)
     rows, columns = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
     if rows.size == 0:
         return photo

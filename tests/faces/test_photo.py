@@ -115,6 +115,20 @@ def test_a_box_holding_the_edit_gives_the_same_write_back() -> None:
     assert write_back(decoded.photo, decoded.image, decoded.image.copy(), nothing) is decoded.photo
 
 
+@pytest.mark.filterwarnings("error")  # no division by a zero opacity
+def test_nearly_transparent_16bit_pixels_keep_their_values() -> None:
+    pixels = noise(channels=4, dtype=np.uint16)
+    pixels[:, :, 3] = 65535
+    pixels[80:90, 40:60, 3] = 100  # inside the edit: opaque enough for 16 bits, 0 at the models' 8 bits
+    decoded = decode_upload(png(pixels))
+    after, region = edit_box(decoded.image)
+    result = write_back(decoded.photo, decoded.image, after)
+    np.testing.assert_array_equal(result.pixels[80:90, 40:60], pixels[80:90, 40:60])
+    edited = region.copy()
+    edited[80:90, 40:60] = False
+    assert np.all(np.any(result.pixels[edited] != pixels[edited], axis=1))
+
+
 def test_no_change_returns_the_photo_itself() -> None:
     decoded = decode_upload(png(noise(channels=4, dtype=np.uint16), colord_profile("AdobeRGB1998.icc")))
     assert write_back(decoded.photo, decoded.image, decoded.image.copy()) is decoded.photo
