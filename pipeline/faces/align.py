@@ -26,6 +26,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
+from pipeline.boxes import mask_box
 from pipeline.config import ALIGNED_SIZE, NUM_LANDMARKS
 from pipeline.errors import FaceTooSmallError, NoFaceError
 from pipeline.faces.landmarks import DEFAULT_DETECTION, DetectionConfig, detect_landmarks
@@ -283,29 +284,17 @@ class AlignedFace:
         return paste_back(original, edited_crop, mask, self.affine, self.original_shape)
 
     def paste_box(self, mask: np.ndarray) -> tuple[slice, slice] | None:
-        """The photo's rows and columns that :meth:`paste_back` with this ``mask`` can change (None: none).
+        """The photo's rows and columns that :meth:`paste_back` with this ``mask`` warps (None: none).
 
-        The mask's support mapped into the photo, grown by the resampling kernels' reach (and, when the crop is
-        pre-filtered for a coarser photo, by one pre-filtered pixel) and clipped; a little larger than what changes,
-        never smaller (test). Lets the write-back compare only this part of a large photo.
+        The same window ``paste_back`` computes (:func:`_paste_window`): every pixel it can change lies inside
+        (test). Lets the write-back compare only this part of a large photo.
 
         Args:
             mask: (S, S) float in [0, 1], as given to :meth:`paste_back`.
         """
-        rows, cols = np.flatnonzero(np.any(mask > 0, axis=1)), np.flatnonzero(np.any(mask > 0, axis=0))
-        if rows.size == 0:
-            return None
-        scale = math.sqrt(abs(np.linalg.det(self.affine[:, :2])))  # photo pixels per aligned pixel
-        reach = MASK_REACH_PX + math.ceil(1.0 / scale)  # aligned pixels: kernel reach + one pre-filtered pixel
-        left, right = cols[0] - reach, cols[-1] + reach
-        top, bottom = rows[0] - reach, rows[-1] + reach
-        corners = np.array([[left, top], [left, bottom], [right, bottom], [right, top]], dtype=np.float64)
-        footprint = self.to_original(corners)
-        height, width = self.original_shape
-        x0, y0 = max(math.floor(footprint[:, 0].min()) - 1, 0), max(math.floor(footprint[:, 1].min()) - 1, 0)
-        x1 = min(math.ceil(footprint[:, 0].max()) + 2, width)
-        y1 = min(math.ceil(footprint[:, 1].max()) + 2, height)
-        return None if x1 <= x0 or y1 <= y0 else (slice(y0, y1), slice(x0, x1))
+        (crop_mask,), to_photo = _prefilter_for_downscale((mask.astype(np.float32),), self.affine)
+        bounds = _paste_window(crop_mask, to_photo, self.original_shape)
+        return None if bounds is None else (slice(bounds[1], bounds[3]), slice(bounds[0], bounds[2]))
 
 
 def paste_back(
@@ -352,25 +341,11 @@ def paste_back(
     height, width = original.shape[:2]
     forward = np.asarray(affine, dtype=np.float64)
 
-    crop, crop_mask, to_photo = _prefilter_for_downscale(edited_crop, mask.astype(np.float32), forward)
-    # Footprint in the photo of the (pre-filtered) mask's support, grown by the bilinear kernel's reach, clipped: warp
-    # only that window. The warped mask is 0 outside it, and each warped pixel depends only on its own source
-    # neighbourhood, so the window's extent changes no value (big photos and small neck regions stay cheap).
-    support = crop_mask > 0
-    if not support.any():
+    (crop, crop_mask), to_photo = _prefilter_for_downscale((edited_crop, mask.astype(np.float32)), forward)
+    bounds = _paste_window(crop_mask, to_photo, (height, width))
+    if bounds is None:
         return result
-    rows, cols = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
-    last = crop_mask.shape[0] - 0.5
-    left, right = max(cols[0] - MASK_REACH_PX, -0.5), min(cols[-1] + MASK_REACH_PX, last)
-    top, bottom = max(rows[0] - MASK_REACH_PX, -0.5), min(rows[-1] + MASK_REACH_PX, last)
-    corners = np.array([[left, top], [left, bottom], [right, bottom], [right, top]], dtype=np.float64)
-    footprint = corners @ to_photo[:, :2].T + to_photo[:, 2]
-    x0 = max(math.floor(footprint[:, 0].min()) - 1, 0)
-    y0 = max(math.floor(footprint[:, 1].min()) - 1, 0)
-    x1 = min(math.ceil(footprint[:, 0].max()) + 2, width)
-    y1 = min(math.ceil(footprint[:, 1].max()) + 2, height)
-    if x1 <= x0 or y1 <= y0:
-        return result
+    x0, y0, x1, y1 = bounds
 
     # Source position of every window pixel, from absolute photo coordinates (float64, then float32 for OpenCV): a
     # pixel's value does not depend on where the window starts (cv2.warpAffine's fixed-point row/column split does).
@@ -388,24 +363,48 @@ def paste_back(
     return result
 
 
-def _prefilter_for_downscale(
-    crop: np.ndarray, mask: np.ndarray, affine: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Area-resize crop and mask first when the photo is coarser than the crop, so the final warp does not alias.
+def _paste_window(
+    crop_mask: np.ndarray, to_photo: np.ndarray, photo_shape: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the photo that the warp of ``crop_mask`` by ``to_photo`` can reach, or None.
 
-    Returns the (possibly smaller) crop and mask and the affine from *their* pixel indices to original indices.
+    The footprint in the photo of the mask's support, grown by the bilinear kernel's reach (:data:`MASK_REACH_PX`) and
+    clipped. The warped mask is 0 outside it, and each warped pixel depends only on its own source neighbourhood, so
+    warping only this window changes no value (big photos and small neck regions stay cheap).
     """
-    size = crop.shape[0]
+    box = mask_box(crop_mask > 0)
+    if box is None:
+        return None
+    height, width = photo_shape
+    last = crop_mask.shape[0] - 0.5
+    left, right = max(box[1].start - MASK_REACH_PX, -0.5), min(box[1].stop - 1 + MASK_REACH_PX, last)
+    top, bottom = max(box[0].start - MASK_REACH_PX, -0.5), min(box[0].stop - 1 + MASK_REACH_PX, last)
+    corners = np.array([[left, top], [left, bottom], [right, bottom], [right, top]], dtype=np.float64)
+    footprint = corners @ to_photo[:, :2].T + to_photo[:, 2]
+    x0 = max(math.floor(footprint[:, 0].min()) - 1, 0)
+    y0 = max(math.floor(footprint[:, 1].min()) - 1, 0)
+    x1 = min(math.ceil(footprint[:, 0].max()) + 2, width)
+    y1 = min(math.ceil(footprint[:, 1].max()) + 2, height)
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
+
+
+def _prefilter_for_downscale(
+    images: tuple[np.ndarray, ...], affine: np.ndarray
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Area-resize (S, S[, C]) crop images first when the photo is coarser than the crop, so the warp does not alias.
+
+    Returns the (possibly smaller) images and the affine from *their* pixel indices to original indices.
+    """
+    size = images[0].shape[0]
     scale = math.sqrt(abs(np.linalg.det(affine[:, :2])))  # original pixels per aligned pixel
     target = round(size * scale)
     if scale >= 1.0 or target >= size or target < 2:
-        return crop, mask, affine.copy()
-    small = cv2.resize(crop, (target, target), interpolation=cv2.INTER_AREA)
-    small_mask = cv2.resize(mask, (target, target), interpolation=cv2.INTER_AREA)
+        return images, affine.copy()
+    small = tuple(cv2.resize(image, (target, target), interpolation=cv2.INTER_AREA) for image in images)
     # small index w ↦ crop index u = (w + ½)·size/target − ½ (pixel-centre convention of an area resize)
     ratio = size / target
     small_to_crop = np.array([[ratio, 0.0, 0.5 * ratio - 0.5], [0.0, ratio, 0.5 * ratio - 0.5]])
-    return small, small_mask, (_as_3x3(affine) @ _as_3x3(small_to_crop))[:2]
+    return small, (_as_3x3(affine) @ _as_3x3(small_to_crop))[:2]
 
 
 def align_face(

@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms
 
+from pipeline.boxes import mask_box
+
 logger = logging.getLogger(__name__)
 
 UINT8_MAX = 255
@@ -356,10 +358,9 @@ def write_back(
         raise ValueError(f"the edited view is {region.shape[::-1]}, the photo {photo.size}")
     if photo.has_alpha:  # a pixel the models saw as fully transparent (8-bit opacity 0) shows nothing of an edit
         region &= to_8bit(photo.pixels[:, :, -1]) > 0  # (a 16-bit alpha below 129 is 0 there: it stays as it was)
-    rows, columns = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
-    if rows.size == 0:
+    box = mask_box(region)  # the edit's bounding box
+    if box is None:
         return photo
-    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))  # the edit's bounding box
     region = region[box]
     pixels = photo.pixels.copy()
     touched = pixels[box][region]  # (N, channels)

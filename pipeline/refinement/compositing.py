@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.boxes import mask_box
+
 __all__ = [
     "FEATHER_DIFFUSE",
     "FEATHER_WARP",
@@ -140,10 +142,9 @@ def composite(base: np.ndarray, overlay: np.ndarray, mask: np.ndarray) -> np.nda
     mask = _check_soft_mask(mask, base.shape)
     result = base.copy()
     touched = mask > 0  # (H, W) bool: only these pixels are recomputed, inside their bounding box
-    rows, cols = np.flatnonzero(touched.any(axis=1)), np.flatnonzero(touched.any(axis=0))
-    if rows.size == 0:
+    box = mask_box(touched)
+    if box is None:
         return result
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     weight = mask[box].astype(np.float32)
     if base.ndim == 3:
         weight = weight[:, :, None]  # broadcast over channels

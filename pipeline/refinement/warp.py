@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay, QhullError
 
+from pipeline.boxes import mask_box
 from pipeline.config import PARSER_INPUT_SIZE
 from pipeline.networks.parsing import FACE_LABELS, NECK
 from pipeline.refinement.neck_mask import check_landmarks, labels_on_grid, rescale_landmarks, resize_binary_mask
@@ -298,10 +299,9 @@ def _piecewise_affine(image: np.ndarray, source: np.ndarray, target: np.ndarray)
     if not moving.any():
         return result
     owner = _triangle_owner(target[moving], image.shape[:2])
-    rows, cols = np.flatnonzero(owner.any(axis=1)), np.flatnonzero(owner.any(axis=0))
-    if rows.size == 0:  # the moving triangles cover no pixel centre
+    box = mask_box(owner)  # bounding box of the moving triangles
+    if box is None:  # they cover no pixel centre
         return result
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # bounding box of the moving triangles
     owner = owner[box]
     inside = owner > 0
     # Per pixel of the box, its triangle's inverse affine (row 0: identity, for pixels outside every triangle), taken

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.boxes import mask_box
 from pipeline.networks.stylegan2 import Window
 
 __all__ = ["bounding_window", "paste_window"]
@@ -42,10 +43,10 @@ def bounding_window(
     for mask in masks:
         if mask.shape != (size, size):
             raise ValueError(f"masks must be ({size}, {size}), got {mask.shape}")
-        found_rows, found_columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if found_rows.size:
-            rows += [int(found_rows[0]), int(found_rows[-1]) + 1]
-            columns += [int(found_columns[0]), int(found_columns[-1]) + 1]
+        box = mask_box(mask)
+        if box is not None:
+            rows += [box[0].start, box[0].stop]
+            columns += [box[1].start, box[1].stop]
     if points is not None and len(points):
         finite = points[np.all(np.isfinite(points), axis=1)]
         if len(finite):
