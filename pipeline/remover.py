@@ -35,6 +35,8 @@ from pipeline.config import ALIGNED_SIZE, BOUNDARIES_DIR, PARSER_INPUT_SIZE
 from pipeline.errors import PipelineError, WeightsError
 from pipeline.faces.align import AlignedFace, Face, align_face
 from pipeline.faces.decode import DecodedImage, ImageSource, decode_upload
+from pipeline.faces.draft import DraftSearch
+from pipeline.faces.landmarks import CoarseDetections
 from pipeline.faces.photo import SourcePhoto, write_back
 from pipeline.faces.upright import FaceSearch, find_faces_any_turn
 from pipeline.latent.editing import (
@@ -289,7 +291,9 @@ class DoubleChinRemover:
 
     # 1–2. Detection and alignment ----------------------------------------------------------------------------------
 
-    def detect(self, image: np.ndarray, *, largest_only: bool = False) -> FaceSearch:
+    def detect(
+        self, image: np.ndarray, *, largest_only: bool = False, coarse: CoarseDetections | None = None
+    ) -> FaceSearch:
         """Find the faces of a decoded photo (its model view), turning it when no face is found upright.
 
         Args:
@@ -298,6 +302,8 @@ class DoubleChinRemover:
                 face is asked for): a large photo is first searched on a small copy (see
                 :func:`pipeline.faces.upright.find_faces_any_turn`; ~0.2× the time at 12 MP), which finds the faces
                 big enough to be the largest but may miss small ones.
+            coarse: with ``largest_only``, that copy's detections if found already (``__call__`` searches a large
+                JPEG's reduced decode while the photo decodes: :class:`pipeline.faces.draft.DraftSearch`).
 
         Returns:
             FaceSearch: the faces and the turn they were found under; align, edit and paste back in
@@ -306,7 +312,7 @@ class DoubleChinRemover:
         Raises:
             NoFaceError, FaceTooSmallError: see :func:`pipeline.faces.upright.find_faces_any_turn`.
         """
-        return find_faces_any_turn(image, predictor=self.models.landmarks, largest_only=largest_only)
+        return find_faces_any_turn(image, predictor=self.models.landmarks, largest_only=largest_only, coarse=coarse)
 
     @staticmethod
     def select_faces(faces: list[Face], settings: RemovalSettings) -> list[int]:
@@ -732,10 +738,11 @@ class DoubleChinRemover:
         """
         settings = RemovalSettings() if settings is None else settings
         timings: dict[str, float] = {}
-        with _timed(timings, "decode", on_stage):
-            decoded = decode_upload(photo)
+        largest_only = not settings.all_faces and settings.face_index is None
+        with _timed(timings, "decode", on_stage), DraftSearch(photo, enabled=largest_only) as draft:
+            decoded = decode_upload(photo)  # meanwhile a large JPEG's reduced decode is searched for faces
         with _timed(timings, "detect", on_stage):
-            search = self.detect(decoded.image, largest_only=not settings.all_faces and settings.face_index is None)
+            search = self.detect(decoded.image, largest_only=largest_only, coarse=draft.detections_for(decoded))
         faces = search.faces
         indices = self.select_faces(faces, settings)
         if w_plus is not None and len(indices) != 1:

@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.config import EXAMPLES_DIR
 from pipeline.errors import PipelineError
+from pipeline.faces import draft as draft_module
 from pipeline.faces.align import Face
+from pipeline.faces.decode import decode_upload
+from pipeline.faces.draft import DraftDetections
 from pipeline.latent.editing import edit_latent, edit_latent_auto, load_boundary
 from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance
 from pipeline.networks.stylegan2 import Window
@@ -225,6 +229,31 @@ def test_the_largest_face_is_found_by_the_quick_search_and_the_summary_says_so(r
     two_large = make_photo((1600, 900), [("00016", 600, (50, 100)), ("00191", 500, (900, 150))])
     notes = remover(two_large, RemovalSettings(method="warp", strength=0.0)).notes
     assert FACES_NOTE_QUICK.format(count=2, number=1) in notes
+
+
+def test_a_large_jpeg_is_searched_on_its_draft_while_it_decodes(
+    remover: DoubleChinRemover, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = make_photo((2400, 1600), [("00016", 900, (100, 100)), ("00191", 150, (2000, 300))])
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(photo).save(path, "JPEG", quality=92)
+    drafts: list[DraftDetections | None] = []
+    original = draft_module.detect_on_draft
+
+    def recording(*args: object) -> DraftDetections | None:
+        drafts.append(original(*args))
+        return drafts[-1]
+
+    monkeypatch.setattr(draft_module, "detect_on_draft", recording)
+    result = remover(str(path), RemovalSettings(method="warp"))
+    assert len(drafts) == 1 and drafts[0] is not None
+    assert result.summary()["faces_search"].startswith("large faces") and len(result.faces) == 1
+    np.testing.assert_array_equal(result.faces[0].bbox, drafts[0].detections.boxes[0])  # the draft's box was used
+    decoded = decode_upload(str(path))
+    changed = np.any(result.image != decoded.image, axis=2)
+    assert changed[:, :1100].any() and not changed[:, 1100:].any()
+    remover(str(path), RemovalSettings(method="warp", face_index=0, strength=0.0))
+    assert len(drafts) == 1, "a chosen face number runs the full search: no draft"
 
 
 @pytest.mark.parametrize(

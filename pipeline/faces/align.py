@@ -29,7 +29,7 @@ from PIL import Image
 from pipeline.boxes import mask_box
 from pipeline.config import ALIGNED_SIZE, NUM_LANDMARKS
 from pipeline.errors import FaceTooSmallError, NoFaceError
-from pipeline.faces.landmarks import DEFAULT_DETECTION, DetectionConfig, detect_landmarks
+from pipeline.faces.landmarks import DEFAULT_DETECTION, DetectedFace, DetectionConfig, detect_landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,16 @@ def find_faces(
         NoFaceError: the detector found no face.
         FaceTooSmallError: faces were found but all are smaller than ``config.min_face_size``.
     """
-    detections = detect_landmarks(image, config.detection, predictor)
+    return editable_faces(detect_landmarks(image, config.detection, predictor), config)
+
+
+def editable_faces(detections: list[DetectedFace], config: FaceSearchConfig = DEFAULT_SEARCH) -> list[Face]:
+    """The detections large enough to edit, as Faces, largest first (the selection rule of :func:`find_faces`).
+
+    Raises:
+        NoFaceError: ``detections`` is empty.
+        FaceTooSmallError: every detection is smaller than ``config.min_face_size``.
+    """
     if not detections:
         raise NoFaceError(
             "No face was found in this photo. Please use a photo where one face looks roughly towards the camera, "

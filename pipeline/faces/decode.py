@@ -360,16 +360,30 @@ def _source_photo(image: Image.Image, pixels16: np.ndarray | None = None) -> Sou
         ) from err
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of ``image`` when it asks for a transpose (2–8), else 1 (absent or invalid).
+
+    Raises:
+        Exception: whatever Pillow raises for broken EXIF (ZeroDivisionError, IndexError, SyntaxError, … seen in the
+            wild: Pillow#8605, #4215); :func:`decode_upload` treats that as "shown as stored", with a note.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data" warnings: handled by callers
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    valid = (
+        isinstance(orientation, int) and FIRST_TRANSPOSING_ORIENTATION <= orientation <= LAST_TRANSPOSING_ORIENTATION
+    )
+    return orientation if valid else 1
+
+
 def _apply_exif_orientation(frame: Image.Image) -> tuple[Image.Image, int, str | None]:
     """Transpose ``frame`` by its EXIF orientation once; broken EXIF keeps the stored orientation and adds a note."""
     try:
+        orientation = exif_orientation(frame)
+        if orientation == 1:
+            return frame, 1, None
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data" warnings: handled here
-            orientation = frame.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            if not isinstance(orientation, int) or not (
-                FIRST_TRANSPOSING_ORIENTATION <= orientation <= LAST_TRANSPOSING_ORIENTATION
-            ):
-                return frame, 1, None
+            warnings.simplefilter("ignore", UserWarning)
             return ImageOps.exif_transpose(frame), orientation, None
     except Exception as err:  # ZeroDivisionError / IndexError / SyntaxError seen in the wild (Pillow#8605, #4215)
         logger.info("EXIF orientation could not be read: %s", type(err).__name__)

@@ -173,6 +173,78 @@ def plan_detection(width: int, height: int, config: DetectionConfig = DEFAULT_DE
     return DetectionPlan((max(1, math.floor(width * scale)), max(1, math.floor(height * scale))), 0)
 
 
+@dataclass(frozen=True, eq=False)
+class CoarseDetections:
+    """Detection boxes of one photo, found on a smaller copy of it, without landmarks yet.
+
+    Lets the detector run on a copy made before the photo's full-resolution pixels are at hand (a JPEG's reduced
+    decode, :mod:`pipeline.faces.draft`); :func:`landmarks_in_boxes` then places the landmarks on the full photo.
+    """
+
+    full_size: tuple[int, int]  # (width, height) of the photo the boxes are in, in pixels
+    boxes: tuple[np.ndarray, ...]  # each (4,) float64 (left, top, right, bottom) pixel edges of that photo
+    scores: tuple[float, ...]  # detector SVM score of each box (higher = more confident)
+
+
+def detect_boxes(
+    working: np.ndarray, full_size: tuple[int, int], upsample_times: int, config: DetectionConfig = DEFAULT_DETECTION
+) -> CoarseDetections:
+    """Run the HOG detector on ``working`` and express its boxes in the pixel edges of the ``full_size`` photo.
+
+    Args:
+        working: (h, w, 3) uint8 RGB copy of the photo (any scale; the photo itself when it fits the budget).
+        full_size: (width, height) of the photo ``working`` shows, in pixels.
+        upsample_times: dlib ``upsample_num_times`` for ``working`` (see :func:`plan_detection`).
+        config: the score threshold.
+
+    Returns:
+        CoarseDetections in dlib's order (empty when no face was found).
+    """
+    scale_x = working.shape[1] / full_size[0]
+    scale_y = working.shape[0] / full_size[1]
+    rects, scores, _ = load_face_detector().run(np.ascontiguousarray(working), upsample_times, config.score_threshold)
+    # dlib rectangles hold inclusive pixel indices; as pixel edges the right/bottom edge is index + 1.
+    boxes = tuple(
+        np.array(
+            [rect.left() / scale_x, rect.top() / scale_y, (rect.right() + 1) / scale_x, (rect.bottom() + 1) / scale_y]
+        )
+        for rect in rects
+    )
+    logger.debug("dlib found %d face(s) on a %s copy (upsample %d)", len(boxes), working.shape[1::-1], upsample_times)
+    return CoarseDetections(full_size, boxes, tuple(float(score) for score in scores))
+
+
+def landmarks_in_boxes(
+    image: np.ndarray, detections: CoarseDetections, predictor: dlib.shape_predictor | None = None
+) -> list[DetectedFace]:
+    """Place the 68 landmarks of every detection on the full-resolution photo.
+
+    Args:
+        image: (H, W, 3) uint8 RGB photo, ``detections.full_size`` == (W, H).
+        detections: boxes from :func:`detect_boxes`.
+        predictor: the 68-point model; None loads the default (:func:`shape_predictor_path`).
+
+    Returns:
+        One DetectedFace per box, in the boxes' order.
+
+    Raises:
+        ValueError: ``image`` is not the size the boxes were found for.
+    """
+    full = np.ascontiguousarray(image)
+    if (full.shape[1], full.shape[0]) != tuple(detections.full_size):
+        raise ValueError(f"the boxes are for a {detections.full_size} photo, the image is {full.shape[1::-1]}")
+    predictor = load_shape_predictor() if predictor is None else predictor
+    faces = []
+    for box, score in zip(detections.boxes, detections.scores, strict=True):
+        full_rect = dlib.rectangle(
+            round(box[0]), round(box[1]), max(round(box[0]), round(box[2]) - 1), max(round(box[1]), round(box[3]) - 1)
+        )
+        shape = predictor(full, full_rect)
+        points = np.array([(part.x, part.y) for part in shape.parts()], dtype=np.float64)
+        faces.append(DetectedFace(box=box, landmarks=points, score=score))
+    return faces
+
+
 def detect_landmarks(
     image: np.ndarray, config: DetectionConfig = DEFAULT_DETECTION, predictor: dlib.shape_predictor | None = None
 ) -> list[DetectedFace]:
@@ -200,25 +272,5 @@ def detect_landmarks(
         working = full
     else:
         working = cv2.resize(full, plan.working_size, interpolation=cv2.INTER_AREA)
-    scale_x = plan.working_size[0] / width
-    scale_y = plan.working_size[1] / height
-
-    detector = load_face_detector()
     predictor = load_shape_predictor() if predictor is None else predictor
-    rects, scores, _ = detector.run(working, plan.upsample_times, config.score_threshold)
-    faces = []
-    for rect, score in zip(rects, scores, strict=True):
-        # dlib rectangles hold inclusive pixel indices; as pixel edges the right/bottom edge is index + 1.
-        box = np.array(
-            [rect.left() / scale_x, rect.top() / scale_y, (rect.right() + 1) / scale_x, (rect.bottom() + 1) / scale_y]
-        )
-        full_rect = dlib.rectangle(
-            round(box[0]), round(box[1]), max(round(box[0]), round(box[2]) - 1), max(round(box[1]), round(box[3]) - 1)
-        )
-        shape = predictor(full, full_rect)
-        points = np.array([(part.x, part.y) for part in shape.parts()], dtype=np.float64)
-        faces.append(DetectedFace(box=box, landmarks=points, score=float(score)))
-    logger.debug(
-        "dlib found %d face(s) on a %s copy (upsample %d)", len(faces), plan.working_size, plan.upsample_times
-    )
-    return faces
+    return landmarks_in_boxes(full, detect_boxes(working, (width, height), plan.upsample_times, config), predictor)

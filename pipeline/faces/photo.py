@@ -363,6 +363,9 @@ def write_back(
         return photo
     region = region[box]
     pixels = photo.pixels.copy()
+    if _is_srgb_rgb8(photo):  # f is the identity and the residual 0: the photo takes the edited view's values
+        np.copyto(pixels[box], after[box], where=region[:, :, None])
+        return SourcePhoto(pixels, photo.icc_profile, photo.grey, photo.notes)
     touched = pixels[box][region]  # (N, channels)
     channels = photo.colour_channels
     edited, original = after[box][region], before[box][region]
@@ -379,6 +382,11 @@ def write_back(
     touched[:, :channels] = np.clip(np.rint(updated), 0, top).astype(pixels.dtype)
     pixels[box][region] = touched
     return SourcePhoto(pixels, photo.icc_profile, photo.grey, photo.notes)
+
+
+def _is_srgb_rgb8(photo: SourcePhoto) -> bool:
+    """Whether the photo is its own model view: 8-bit RGB, no alpha, no ICC profile (taken as sRGB), not grey."""
+    return photo.bit_depth == 8 and photo.pixels.shape[2] == 3 and photo.icc_profile is None and not photo.grey
 
 
 def uncomposite(composited: np.ndarray, opacity: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ import dlib
 import numpy as np
 
 from pipeline.errors import FaceTooSmallError, NoFaceError
-from pipeline.faces.align import DEFAULT_SEARCH, Face, FaceSearchConfig, find_faces
+from pipeline.faces.align import DEFAULT_SEARCH, Face, FaceSearchConfig, editable_faces, find_faces
+from pipeline.faces.landmarks import CoarseDetections, landmarks_in_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def find_faces_any_turn(
     predictor: dlib.shape_predictor | None = None,
     *,
     largest_only: bool = False,
+    coarse: CoarseDetections | None = None,
 ) -> FaceSearch:
     """:func:`pipeline.faces.align.find_faces` upright, then on the photo turned by ``RETRY_TURNS_DEGREES``.
 
@@ -98,6 +100,8 @@ def find_faces_any_turn(
         largest_only: only the largest face will be used: a photo above ``config.detection.coarse_pixel_budget``
             pixels is first searched upright on a copy of that size, and a confident face there ends the search
             (``exhaustive=False``); otherwise the full search below runs.
+        coarse: with ``largest_only``, the coarse copy's detections when they were found already (a JPEG's reduced
+            decode, :class:`pipeline.faces.draft.DraftSearch`); used when they are for this image's size.
 
     Returns:
         FaceSearch with the faces of the first frame whose best score reaches ``CONFIDENT_SCORE`` (else the frame with
@@ -107,7 +111,7 @@ def find_faces_any_turn(
         NoFaceError: no face in any of the four orientations (the upright search's message).
         FaceTooSmallError: no orientation has a face large enough to edit, and at least one has a smaller face.
     """
-    if largest_only and (quick := _coarse_search(image, config, predictor)) is not None:
+    if largest_only and (quick := _coarse_search(image, config, predictor, coarse)) is not None:
         return quick
     best: FaceSearch | None = None
     error: NoFaceError | FaceTooSmallError | None = None
@@ -134,19 +138,29 @@ def find_faces_any_turn(
 
 
 def _coarse_search(
-    image: np.ndarray, config: FaceSearchConfig, predictor: dlib.shape_predictor | None
+    image: np.ndarray,
+    config: FaceSearchConfig,
+    predictor: dlib.shape_predictor | None,
+    coarse: CoarseDetections | None = None,
 ) -> FaceSearch | None:
-    """The upright faces found on the coarse copy, if one is confident; None when the full search must run."""
+    """The upright faces found on the coarse copy, if one is confident; None when the full search must run.
+
+    ``coarse``: the copy's detections if already found (used when they are for ``image``'s size); else the copy is
+    made from ``image`` and searched here.
+    """
     detection = config.detection
-    if image.shape[0] * image.shape[1] <= detection.coarse_pixel_budget:
+    height, width = image.shape[:2]
+    if height * width <= detection.coarse_pixel_budget:
         return None  # the photo is no larger than the coarse copy: the full search costs the same
-    coarse = dataclasses.replace(
-        config, detection=dataclasses.replace(detection, pixel_budget=detection.coarse_pixel_budget)
-    )
     try:
-        found = FaceSearch(find_faces(image, coarse, predictor), exhaustive=False)
+        if coarse is not None and tuple(coarse.full_size) == (width, height):
+            faces = editable_faces(landmarks_in_boxes(image, coarse, predictor), config)
+        else:
+            budget = dataclasses.replace(detection, pixel_budget=detection.coarse_pixel_budget)
+            faces = find_faces(image, dataclasses.replace(config, detection=budget), predictor)
     except (NoFaceError, FaceTooSmallError):
         return None
+    found = FaceSearch(faces, exhaustive=False)
     return found if _best_score(found) >= CONFIDENT_SCORE else None
 
 

@@ -100,6 +100,8 @@ def test_without_a_profile_values_are_srgb_and_the_edit_is_exact() -> None:
     after, _region = edit_box(decoded.image)
     result = write_back(decoded.photo, decoded.image, after)
     np.testing.assert_array_equal(result.pixels[:, :, :3], after)
+    np.testing.assert_array_equal(decoded.photo.pixels, pixels)  # a new array: the decoded photo is left as it was
+    assert not np.shares_memory(result.pixels, decoded.photo.pixels)
 
 
 def test_a_box_holding_the_edit_gives_the_same_write_back() -> None:
