@@ -39,7 +39,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from bench.common import Record, Samples, format_row, peak_rss_mb, reference_forward_s, timed
+from bench.common import Record, Samples, format_row, peak_rss_mb, reference_forward_s, resident_file_mb, timed
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
 from pipeline.allocator import keep_freed_memory
 from pipeline.config import ALIGNED_SIZE
@@ -70,16 +70,17 @@ def load_remover(labels: str) -> tuple[DoubleChinRemover, SyntheticLabelParser |
     return DoubleChinRemover(dataclasses.replace(remover.models, parser=parser)), parser
 
 
-def time_reference(remover: DoubleChinRemover, record: Record) -> float:
+def time_reference(remover: DoubleChinRemover, record: Record) -> tuple[float, float | None]:
     """Peak RSS so far, then one 1024² generator forward timed twice in this process (their mean is the unit).
 
     Called after the timed runs: a whole 1024² render needs more memory than the windowed path, so the peak RSS of
-    the path itself is read first and recorded in its row (``bench.run_all`` keeps a row's own figure).
+    the path itself is read first and recorded in its row (``bench.run_all`` keeps a row's own figure), with the
+    file-backed part of the resident memory at that moment (the memory-mapped weights and the libraries).
     """
-    rss = peak_rss_mb()
+    rss, file_backed = peak_rss_mb(), resident_file_mb()
     for _ in range(2):
         record.extra.setdefault("forward_s", []).append(reference_forward_s(remover.models.generator))
-    return rss
+    return rss, file_backed
 
 
 def aligned_landmarks(photo_path: str) -> np.ndarray:
@@ -119,12 +120,13 @@ def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
             for stage, seconds in result.timings.items():
                 per_stage.setdefault(stage, []).append(seconds)
         notes.update(note for note in result.notes if "stand-in" not in note)
-    rss = time_reference(remover, record)
+    rss, file_backed = time_reference(remover, record)
     warp = "warp ran" if not any("skipped" in note or "unchanged" in note for note in notes) else "warp fallback"
     record.rows.append(
         samples.row(
             f"end-to-end 12 MP ({args.labels} labels)",
             peak_rss_mb=rss,
+            rss_file_mb=file_backed,
             target_s=TARGETS["end-to-end"],
             target_rss_mb=RSS_TARGET_MB,
             note=warp,
@@ -166,12 +168,13 @@ def run_slider(args: argparse.Namespace, record: Record) -> None:
             for stage, seconds in edit.timings.items():
                 per_stage.setdefault(stage, []).append(seconds)
         notes.update(edit.notes)
-    rss = time_reference(remover, record)
+    rss, file_backed = time_reference(remover, record)
     warp = "warp ran" if not any("skipped" in note or "unchanged" in note for note in notes) else "warp fallback"
     record.rows.append(
         samples.row(
             f"slider change, cached inversion ({args.labels} labels)",
             peak_rss_mb=rss,
+            rss_file_mb=file_backed,
             target_s=TARGETS["slider"],
             target_rss_mb=RSS_TARGET_MB,
             note=warp,
@@ -199,12 +202,13 @@ def run_diffuse(args: argparse.Namespace, record: Record) -> None:
         if index >= args.warmup:
             steps.append(edit.timings.get("refine_diffuse", float("nan")))
         notes.update(edit.notes)
-    rss = time_reference(remover, record)
+    rss, file_backed = time_reference(remover, record)
     ran = "diffuse ran" if not any("unchanged" in note for note in notes) else "empty mask: nothing refined"
     record.rows.append(
         samples.row(
             f"diffuse refinement, CPU recipe ({settings.refine_steps} steps, lr {settings.refine_lr:g})",
             peak_rss_mb=rss,
+            rss_file_mb=file_backed,
             target_s=TARGETS["diffuse"],
             target_rss_mb=RSS_TARGET_MB,
             note=ran,

@@ -48,6 +48,7 @@ class Row:
     target_rss_mb: float | None = None
     note: str = ""
     forward_s: float | None = None  # one 1024² generator forward (no grad), timed in the same process
+    rss_file_mb: float | None = None  # file-backed resident memory when the peak was read (mapped weights, libraries)
 
     @property
     def ratio(self) -> float | None:
@@ -137,6 +138,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
 
 
+def resident_file_mb() -> float | None:
+    """File-backed resident memory of this process now, in MB (``RssFile``: memory-mapped weights and libraries).
+
+    These pages are clean copies of files (the kernel can drop them and read them again), unlike the anonymous
+    memory of the rest of the peak. None where ``/proc/self/status`` has no ``RssFile`` line (not Linux).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / KIB_PER_MB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (or the platform's guess)."""
     try:
@@ -213,6 +229,8 @@ def format_row(row: Row) -> str:
     """One human-readable line."""
     cpu = f"  CPU {row.cpu_s:6.2f} s" if row.cpu_s is not None else ""
     rss = f"  peak RSS {row.peak_rss_mb:6.0f} MB" if row.peak_rss_mb is not None else ""
+    if rss and row.rss_file_mb is not None:
+        rss += f" ({row.rss_file_mb:.0f} MB file-backed)"
     target = f"  target ≤ {row.target_s:g} s" if row.target_s is not None else ""
     verdict = {True: " PASS", False: " FAIL", None: ""}[row.passed]
     ratio = f"  = {row.ratio:.2f}× a forward" if row.ratio is not None else ""

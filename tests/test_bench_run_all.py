@@ -36,13 +36,18 @@ def test_ratios_and_verdicts() -> None:
         outcome("diffuse", 10.0, 1.0),
         outcome("generator", 1.0, None),  # no in-process forward: no ratio
     ]
-    results, rss = ratio_results(outcomes)
+    results, fast = ratio_results(outcomes)
     assert [(r.ratio, r.verdict) for r in results] == [(2.0, "pass (stretch)"), (1.0, "FAIL"), (10.0, "pass")]
-    assert rss == FAST_PATH_RSS_TARGET_MB + 1
+    assert fast is not None and fast.peak_rss_mb == FAST_PATH_RSS_TARGET_MB + 1
     text = "\n".join(table(outcomes) + ratio_lines(outcomes))
     assert "2.00×" in text and "0.50×" in text  # the stage row is a ratio too
     assert text.splitlines()[-1].endswith("FAIL")  # peak RSS over 2 GB
+    fast.rss_file_mb = 1300.0  # the file-backed part is named beside the figure, in both forms
+    assert "2,049 MB (1,300 MB of it file-backed: mapped weights, libraries) (target ≤ 2,048 MB)  FAIL" in "\n".join(
+        ratio_lines(outcomes)
+    )
     page = markdown(outcomes, INFO, "now", [LOAD] * len(outcomes))
+    assert "| peak RSS, fast path | 2,049 MB (1,300 MB of it file-backed: mapped weights, libraries) | | |" in page
     assert "| fast path on a 12 MP photo (decode → paste back, e4e + warp) | 2.000 | 1.000 | 2.00× |" in page
     assert "| generator row | 1.000 |  |" in page  # no ratio column value
 
