@@ -38,7 +38,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from bench.common import Record, Samples, format_row, row_from
+from bench.common import Record, Samples, format_row, psnr, row_from
 from bench.full_size import SyntheticLabelParser, full_size_weights_dir, twelve_mp_jpeg
 from pipeline.config import ALIGNED_SIZE
 from pipeline.device import select_device
@@ -72,11 +72,6 @@ def cuda_times(run: Callable[[], object], runs: int, warmup: int = 2) -> list[fl
         end.record()
     torch.cuda.synchronize()
     return [start.elapsed_time(end) / 1e3 for start, end in events]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def wall_times(run: Callable[[], object], runs: int, warmup: int = 1) -> list[float]:

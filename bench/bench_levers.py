@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import statistics
 from collections.abc import Callable
 
@@ -38,15 +37,13 @@ import torch
 from PIL import Image
 
 from bench.bench_end_to_end import load_remover, prepare_once, slider_change
-from bench.common import Record, Samples, format_row, reference_forward_s, timed
+from bench.common import Record, Samples, format_row, psnr, reference_forward_s, timed
 from bench.full_size import full_size_weights_dir, twelve_mp_jpeg
 from pipeline.allocator import keep_freed_memory
 from pipeline.faces.align import quad_resample
 from pipeline.networks.pixels import to_uint8
 from pipeline.remover import RECONSTRUCTION_PREVIEW_SIZE
 from pipeline.settings import default_settings
-
-PEAK_GREY = 255.0
 
 
 def interleaved(before: Callable[[], object], after: Callable[[], object], rounds: int) -> tuple[Samples, Samples]:
@@ -67,11 +64,6 @@ def add_lever(record: Record, name: str, samples: tuple[Samples, Samples], forwa
     wall = [statistics.median(s.wall) for s in samples]
     record.extra[name] = {"before_cpu_s": before, "after_cpu_s": after, "cpu_ratio": after / before}
     record.extra[name] |= {"wall_ratio": wall[1] / wall[0], **extra}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(PEAK_GREY**2 / mse)
 
 
 def run(args: argparse.Namespace, record: Record) -> None:

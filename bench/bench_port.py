@@ -58,7 +58,17 @@ import torch
 import torch.utils.cpp_extension
 from torch import nn
 
-from bench.common import SKIPPED, Record, Samples, allocator_settings, format_row, peak_rss_mb, row_from, timed
+from bench.common import (
+    SKIPPED,
+    Record,
+    Samples,
+    allocator_settings,
+    format_row,
+    peak_rss_mb,
+    psnr,
+    row_from,
+    timed,
+)
 from bench.full_size import full_size_weights_dir
 from pipeline.errors import CheckpointFormatError
 from pipeline.networks.checkpoint_io import read_torch_checkpoint, strip_prefix
@@ -76,7 +86,6 @@ THREADS_CPU = 1  # the robust figure: 1 thread, process CPU time
 DEFAULT_ROUNDS = 5
 TARGET_RATIO = 0.2  # issue 16: ours / port ≤ 0.2×
 CODE_SEED = 0  # the W+ code both render (same as bench.common.reference_forward_s)
-PEAK_GREY = 255.0
 HOW_TO_GET_THE_PORT = (
     f"To measure this row, put a checkout of the PyTorch port outside the repository and name it:\n"
     f"    git clone {PORT_URL} /tmp/c2f_port/stylegan2-pytorch\n"
@@ -222,12 +231,6 @@ def port_render(port: nn.Module, wp: torch.Tensor) -> torch.Tensor:
     """(N, num_ws, 512) W+ → (N, 3, size, size) raw image with the port's stored constant noise."""
     image, _ = port([wp], input_is_latent=True, randomize_noise=False)
     return image
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(PEAK_GREY**2 / mse)
 
 
 def parity(ours: Generator, port: nn.Module, wp: torch.Tensor) -> dict[str, float | bool]:

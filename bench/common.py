@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import resource
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline import allocator
@@ -136,6 +138,15 @@ def reference_forward_s(generator: torch.nn.Module, runs: int = REFERENCE_RUNS) 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
+
+
+PEAK_GREY = 255.0  # uint8 images
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8-valued images (peak 255); inf when they are equal."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(PEAK_GREY**2 / mse)
 
 
 def resident_file_mb() -> float | None:

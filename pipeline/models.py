@@ -53,6 +53,7 @@ def load_models(
     *,
     device: str | torch.device | None = None,
     allow_download: bool = True,
+    half_small_convs: bool | None = None,
 ) -> Models:
     """Resolve (download if needed), verify and load every network.
 
@@ -60,6 +61,8 @@ def load_models(
         weights_dir: folder of weight files (default: ``$C2F_WEIGHTS_DIR`` or ``checkpoints/``).
         device: "cpu", "cuda", … or None for CUDA when available.
         allow_download: False never touches the network.
+        half_small_convs: the encoder's small style convolutions with float16 weights (less memory, see
+            :func:`pipeline.networks.encoder.encoder_from_checkpoint`); None: its default.
 
     Raises:
         WeightsError: the e4e checkpoint (encoder + generator) or the dlib model cannot be had; the message names the
@@ -72,7 +75,7 @@ def load_models(
         raise WeightsError(f"{e4e_path} is not an e4e checkpoint (expected a dict with 'state_dict' and 'latent_avg')")
     source = Path(e4e_path).name
     generator = generator_from_checkpoint(checkpoint, source=source, device=device)
-    encoder = encoder_from_checkpoint(checkpoint, source=source, device=device)
+    encoder = encoder_from_checkpoint(checkpoint, source=source, device=device, half_small_convs=half_small_convs)
     stand_in = is_stand_in(checkpoint)
     del checkpoint
     notes: list[str] = [STAND_IN_NOTE] if stand_in else []

@@ -273,9 +273,13 @@ class DoubleChinRemover:
         *,
         device: str | torch.device | None = None,
         allow_download: bool = True,
+        half_small_convs: bool | None = None,
     ) -> DoubleChinRemover:
         """Resolve, verify and load the weights (see :func:`pipeline.models.load_models`)."""
-        return cls(load_models(weights_dir, device=device, allow_download=allow_download))
+        models = load_models(
+            weights_dir, device=device, allow_download=allow_download, half_small_convs=half_small_convs
+        )
+        return cls(models)
 
     @property
     def device(self) -> torch.device:

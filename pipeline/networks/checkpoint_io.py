@@ -11,9 +11,13 @@ model would change, or the process die with SIGBUS if the file shrinks).
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import mmap
 import pickle
+import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -21,7 +25,11 @@ from torch import nn
 
 from pipeline.errors import CheckpointFormatError, WeightsError
 
+logger = logging.getLogger(__name__)
+
 MAX_KEYS_IN_MESSAGE = 5  # how many offending keys an error message lists before summarising
+MADV_DONTNEED = 4  # Linux madvise(2) advice (include/uapi/asm-generic/mman-common.h)
+PROC_MAPS = Path("/proc/self/maps")
 
 
 def read_torch_checkpoint(path: Path) -> object:
@@ -109,3 +117,56 @@ def load_state_dict_strict(
         for key, value in expected.items()
     )
     module.load_state_dict(dict(state_dict), strict=True, assign=assign)
+
+
+def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
+    """Drop this process's resident pages of memory-mapped checkpoint tensors that it will not read again.
+
+    A tensor read by :func:`read_torch_checkpoint` lives in a private mapping of the weight file; once read (for
+    example to make a converted copy), its pages count towards the process's resident memory until the whole file is
+    unmapped, which does not happen while other tensors of the file are in use. ``madvise(MADV_DONTNEED)`` on the
+    tensor's whole pages returns them; the file's contents stay in the page cache, and reading the tensor again
+    (it must not have been modified in place) maps them back with the same values.
+
+    Only whole pages inside a CPU tensor's storage that lie in a private, file-backed mapping (``/proc/self/maps``)
+    are released, so an ordinary (anonymous) tensor is never touched; elsewhere than on Linux nothing is done.
+
+    Args:
+        tensors: tensors of a memory-mapped checkpoint, not modified since it was read.
+
+    Returns:
+        The number of bytes released (0 where nothing could be).
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        mappings = _private_file_mappings()
+    except (OSError, AttributeError) as err:
+        logger.debug("cannot release file pages: %s", err)
+        return 0
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = mmap.PAGESIZE
+    released = 0
+    for tensor in tensors:
+        if tensor.device.type != "cpu":
+            continue
+        storage = tensor.untyped_storage()
+        start, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+        first, last = -(-start // page) * page, end // page * page  # whole pages only: neighbours keep theirs
+        if last <= first or not any(low <= first and last <= high for low, high in mappings):
+            continue
+        if madvise(first, last - first, MADV_DONTNEED) == 0:
+            released += last - first
+    return released
+
+
+def _private_file_mappings() -> list[tuple[int, int]]:
+    """(start, end) addresses of this process's private mappings of regular files."""
+    ranges = []
+    for line in PROC_MAPS.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+        if len(fields) == 6 and fields[1].endswith("p") and fields[4] != "0" and fields[5].startswith("/"):
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges

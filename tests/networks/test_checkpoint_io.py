@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import WeightsError
-from pipeline.networks.checkpoint_io import load_state_dict_strict, read_torch_checkpoint
+from pipeline.networks.checkpoint_io import load_state_dict_strict, read_torch_checkpoint, release_file_pages
 
 
 def small_state() -> dict[str, torch.Tensor]:
@@ -95,3 +95,36 @@ def test_the_legacy_format_is_read_into_memory(tmp_path: Path) -> None:
     module = nn.Linear(3, 4)
     load_state_dict_strict(module, state, source=str(path))
     assert mapped_range(path) is None
+
+
+def mapped_rss_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+def test_released_file_pages_leave_memory_and_keep_their_values(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save({"big": torch.arange(8 * 2**20, dtype=torch.float32), "small": torch.ones(3)}, path)  # 32 MB
+    checkpoint = read_torch_checkpoint(path)
+    big, expected = checkpoint["big"], torch.arange(8 * 2**20, dtype=torch.float32)
+    assert torch.equal(big, expected)  # read: its pages are resident
+    before = mapped_rss_kb(path)
+    assert before >= 30_000
+    released = release_file_pages([big, checkpoint["small"]])  # "small" holds no whole page
+    assert 31 * 2**20 < released <= 32 * 2**20
+    assert mapped_rss_kb(path) < before - 30_000
+    assert torch.equal(big, expected), "read again from the file: the same values"
+
+
+def test_ordinary_tensors_are_never_released() -> None:
+    anonymous = torch.arange(4 * 2**20, dtype=torch.float32)  # 16 MB in ordinary memory: madvise would zero it
+    assert release_file_pages([anonymous, torch.empty(0)]) == 0
+    assert float(anonymous[-1]) == 4 * 2**20 - 1
