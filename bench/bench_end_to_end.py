@@ -20,6 +20,9 @@ Cases (each a separate process when run by :mod:`bench.run_all`, so peak RSS is 
   (:data:`pipeline.refinement.diffuse.CPU_DIFFUSE`: 50 steps at lr 0.02, 256² render, VGG at 128²), plus paste
   back.
 
+``--half-small-convs``: the encoder keeps its small style convolutions' weights in float16 (less resident memory,
+see :data:`pipeline.networks.encoder.HALF_SMALL_CONVS_ON_CPU`), so the peak RSS of that option is measured too.
+
 ``--labels``: the random BiSeNet labels pixels at random, so the neck mask is usually empty and the warp is skipped
 (``model``: what the random weights give, the fast fallback path). ``synthetic`` (the default) runs the full BiSeNet
 and then substitutes a plausible label map drawn from the landmarks (:class:`bench.full_size.SyntheticLabelParser`),
@@ -58,11 +61,16 @@ TARGETS = {  # issue 8: CPU budget of the default path
 }
 RSS_TARGET_MB = 6 * 1024  # issue 8: peak RSS ≤ 6 GB
 SLIDER_STRENGTHS = (-2.0, -3.5, -5.0, -6.5, -8.0)  # timed slider positions, in turn
+HALF_LABEL = ", float16 small convolutions"  # row label of --half-small-convs
 STAGE_ORDER = STAGES  # the remover's stage names, in pipeline order
 
 
-def load_remover(labels: str) -> tuple[DoubleChinRemover, SyntheticLabelParser | None]:
-    remover = DoubleChinRemover.from_pretrained(full_size_weights_dir(), device="cpu", allow_download=False)
+def load_remover(
+    labels: str, *, half_small_convs: bool | None = None
+) -> tuple[DoubleChinRemover, SyntheticLabelParser | None]:
+    remover = DoubleChinRemover.from_pretrained(
+        full_size_weights_dir(), device="cpu", allow_download=False, half_small_convs=half_small_convs
+    )
     remover.progress_bars = False
     if labels == "model":
         return remover, None
@@ -106,7 +114,7 @@ def stage_rows(record: Record, name: str, per_stage: dict[str, list[float]]) -> 
 
 
 def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
-    remover, parser = load_remover(args.labels)
+    remover, parser = load_remover(args.labels, half_small_convs=args.half_small_convs or None)
     photo_path = str(twelve_mp_jpeg())
     settings = default_settings(torch.device("cpu"))
     if parser is not None:
@@ -124,7 +132,7 @@ def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
     warp = "warp ran" if not any("skipped" in note or "unchanged" in note for note in notes) else "warp fallback"
     record.rows.append(
         samples.row(
-            f"end-to-end 12 MP ({args.labels} labels)",
+            f"end-to-end 12 MP ({args.labels} labels{HALF_LABEL if args.half_small_convs else ''})",
             peak_rss_mb=rss,
             rss_file_mb=file_backed,
             target_s=TARGETS["end-to-end"],
@@ -154,7 +162,7 @@ def slider_change(remover: DoubleChinRemover, photo: np.ndarray, prepared: Prepa
 
 
 def run_slider(args: argparse.Namespace, record: Record) -> None:
-    remover, parser = load_remover(args.labels)
+    remover, parser = load_remover(args.labels, half_small_convs=args.half_small_convs or None)
     settings = default_settings(torch.device("cpu"))
     photo, prepared = prepare_once(remover, parser, settings)
     samples, per_stage, notes = Samples(), {}, set()
@@ -185,7 +193,7 @@ def run_slider(args: argparse.Namespace, record: Record) -> None:
 
 
 def run_diffuse(args: argparse.Namespace, record: Record) -> None:
-    remover, parser = load_remover(args.labels)
+    remover, parser = load_remover(args.labels, half_small_convs=args.half_small_convs or None)
     settings = dataclasses.replace(
         default_settings(torch.device("cpu")),
         method="diffuse",
@@ -233,6 +241,11 @@ def main() -> None:
     parser.add_argument("--refine-lr", type=float, default=None, help="diffuse: learning rate (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--keep-freed-memory", action="store_true", help="mallopt: keep freed memory (see docs)")
+    parser.add_argument(
+        "--half-small-convs",
+        action="store_true",
+        help="the encoder's small style convolutions in float16 (less memory)",
+    )
     parser.add_argument("--json", default=None, help="write the record here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

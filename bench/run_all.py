@@ -196,6 +196,12 @@ BENCHMARKS = (
         ("--runs", "2"),
         None,
     ),
+    Benchmark(
+        "end-to-end-half-convs",
+        ("bench.bench_end_to_end", "--case", "end-to-end", "--half-small-convs"),
+        ("--runs", "2"),
+        None,
+    ),
     Benchmark("slider", ("bench.bench_end_to_end", "--case", "slider"), ("--runs", "3"), None),
     Benchmark("diffuse", ("bench.bench_end_to_end", "--case", "diffuse"), (), None),
     Benchmark(
