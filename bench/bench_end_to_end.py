@@ -20,8 +20,8 @@ Cases (each a separate process when run by :mod:`bench.run_all`, so peak RSS is 
   (:data:`pipeline.refinement.diffuse.CPU_DIFFUSE`: 50 steps at lr 0.02, 256² render, VGG at 128²), plus paste
   back.
 
-``--half-small-convs``: the encoder keeps its small style convolutions' weights in float16 (less resident memory,
-see :data:`pipeline.networks.encoder.HALF_SMALL_CONVS_ON_CPU`), so the peak RSS of that option is measured too.
+``--float32-encoder``: every encoder weight in float32, instead of the CPU default's float16 weights for the small
+style convolutions (:data:`pipeline.networks.encoder.HALF_SMALL_CONVS_ON_CPU`), to measure what that default saves.
 
 ``--labels``: the random BiSeNet labels pixels at random, so the neck mask is usually empty and the warp is skipped
 (``model``: what the random weights give, the fast fallback path). ``synthetic`` (the default) runs the full BiSeNet
@@ -61,7 +61,7 @@ TARGETS = {  # issue 8: CPU budget of the default path
 }
 RSS_TARGET_MB = 6 * 1024  # issue 8: peak RSS ≤ 6 GB
 SLIDER_STRENGTHS = (-2.0, -3.5, -5.0, -6.5, -8.0)  # timed slider positions, in turn
-HALF_LABEL = ", float16 small convolutions"  # row label of --half-small-convs
+FLOAT32_LABEL = ", float32 encoder"  # row label of --float32-encoder
 STAGE_ORDER = STAGES  # the remover's stage names, in pipeline order
 
 
@@ -114,7 +114,7 @@ def stage_rows(record: Record, name: str, per_stage: dict[str, list[float]]) -> 
 
 
 def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
-    remover, parser = load_remover(args.labels, half_small_convs=args.half_small_convs or None)
+    remover, parser = load_remover(args.labels, half_small_convs=False if args.float32_encoder else None)
     photo_path = str(twelve_mp_jpeg())
     settings = default_settings(torch.device("cpu"))
     if parser is not None:
@@ -132,7 +132,7 @@ def run_end_to_end(args: argparse.Namespace, record: Record) -> None:
     warp = "warp ran" if not any("skipped" in note or "unchanged" in note for note in notes) else "warp fallback"
     record.rows.append(
         samples.row(
-            f"end-to-end 12 MP ({args.labels} labels{HALF_LABEL if args.half_small_convs else ''})",
+            f"end-to-end 12 MP ({args.labels} labels{FLOAT32_LABEL if args.float32_encoder else ''})",
             peak_rss_mb=rss,
             rss_file_mb=file_backed,
             target_s=TARGETS["end-to-end"],
@@ -162,7 +162,7 @@ def slider_change(remover: DoubleChinRemover, photo: np.ndarray, prepared: Prepa
 
 
 def run_slider(args: argparse.Namespace, record: Record) -> None:
-    remover, parser = load_remover(args.labels, half_small_convs=args.half_small_convs or None)
+    remover, parser = load_remover(args.labels, half_small_convs=False if args.float32_encoder else None)
     settings = default_settings(torch.device("cpu"))
     photo, prepared = prepare_once(remover, parser, settings)
     samples, per_stage, notes = Samples(), {}, set()
@@ -193,7 +193,7 @@ def run_slider(args: argparse.Namespace, record: Record) -> None:
 
 
 def run_diffuse(args: argparse.Namespace, record: Record) -> None:
-    remover, parser = load_remover(args.labels, half_small_convs=args.half_small_convs or None)
+    remover, parser = load_remover(args.labels, half_small_convs=False if args.float32_encoder else None)
     settings = dataclasses.replace(
         default_settings(torch.device("cpu")),
         method="diffuse",
@@ -242,9 +242,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--keep-freed-memory", action="store_true", help="mallopt: keep freed memory (see docs)")
     parser.add_argument(
-        "--half-small-convs",
-        action="store_true",
-        help="the encoder's small style convolutions in float16 (less memory)",
+        "--float32-encoder", action="store_true", help="all encoder weights in float32 (default: see the module doc)"
     )
     parser.add_argument("--json", default=None, help="write the record here")
     args = parser.parse_args()

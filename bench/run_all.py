@@ -197,8 +197,8 @@ BENCHMARKS = (
         None,
     ),
     Benchmark(
-        "end-to-end-half-convs",
-        ("bench.bench_end_to_end", "--case", "end-to-end", "--half-small-convs"),
+        "end-to-end-float32-encoder",
+        ("bench.bench_end_to_end", "--case", "end-to-end", "--float32-encoder"),
         ("--runs", "2"),
         None,
     ),
