@@ -471,7 +471,8 @@ def main() -> None:
             print(f"running {benchmark.name} …", flush=True)
             outcome = run(benchmark, quick=args.quick, env=env, scratch=Path(scratch))
             outcomes.append(outcome)
-            print(f"  {outcome.status}, {outcome.seconds:.0f} s, peak RSS {outcome.peak_rss_mb:,.0f} MB", flush=True)
+            rss = f"process peak RSS {outcome.peak_rss_mb:,.0f} MB (the table: a row's own figure where it has one)"
+            print(f"  {outcome.status}, {outcome.seconds:.0f} s, {rss}", flush=True)
     info = machine()
     info["threads"] = THREAD_ENV
     if not args.glibc_defaults:

@@ -180,6 +180,7 @@ class RemovalResult:
     turn_degrees: int = 0  # clockwise turn under which the faces were found and edited (0 = upright)
     # False after the quick search for the largest face (FaceSearch.exhaustive): ``faces`` holds the large faces only
     all_faces_searched: bool = True
+    faces_search: str = "every face"  # which search ran, in words (FaceSearch.description)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description of what was done (no pixels)."""
@@ -188,7 +189,7 @@ class RemovalResult:
             **({"photo": self.photo.describe()} if self.photo is not None else {}),
             "turned_degrees": self.turn_degrees,
             "faces_found": len(self.faces),
-            "faces_search": "every face" if self.all_faces_searched else "large faces (quick search for the largest)",
+            "faces_search": self.faces_search,
             "faces_edited": sorted(self.edits),
             "settings": self.settings.to_dict(),
             "stand_in_weights": self.stand_in,
@@ -714,7 +715,7 @@ class DoubleChinRemover:
             notes.extend(prefix + note for note in edits[index].notes)
         return RemovalResult(
             view, decoded.image, faces, edits, settings, self.models.stand_in, notes, timings, photo,
-            search.turn_degrees, search.exhaustive,
+            search.turn_degrees, search.exhaustive, search.description,
         )  # fmt: skip
 
     # The whole pipeline ---------------------------------------------------------------------------------------------

@@ -247,8 +247,13 @@ def test_a_large_jpeg_is_searched_on_its_draft_while_it_decodes(
     monkeypatch.setattr(draft_module, "detect_on_draft", recording)
     result = remover(str(path), RemovalSettings(method="warp"))
     assert len(drafts) == 1 and drafts[0] is not None
-    assert result.summary()["faces_search"].startswith("large faces") and len(result.faces) == 1
+    assert (
+        result.summary()["faces_search"] == "large faces (quick search for the largest, on the JPEG's reduced decode)"
+    )
+    assert len(result.faces) == 1
     np.testing.assert_array_equal(result.faces[0].bbox, drafts[0].detections.boxes[0])  # the draft's box was used
+    as_pixels = remover(decode_upload(str(path)).image, RemovalSettings(method="warp", strength=0.0))
+    assert as_pixels.summary()["faces_search"] == "large faces (quick search for the largest)"
     decoded = decode_upload(str(path))
     changed = np.any(result.image != decoded.image, axis=2)
     assert changed[:, :1100].any() and not changed[:, 1100:].any()

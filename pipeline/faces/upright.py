@@ -49,6 +49,17 @@ class FaceSearch:
     # False when a quick search for the largest face ended early (``largest_only``): faces too small to be seen on its
     # coarse copy were not looked for, so ``faces`` may miss small ones.
     exhaustive: bool = True
+    # True when that quick search's boxes came from a JPEG's reduced decode (pipeline.faces.draft), not from a copy of
+    # the decoded photo: the landmarks can then differ a little from those of the same photo given as pixels.
+    on_draft: bool = False
+
+    @property
+    def description(self) -> str:
+        """Which search found the faces, in words (the result summary's ``faces_search``)."""
+        if self.exhaustive:
+            return "every face"
+        where = ", on the JPEG's reduced decode" if self.on_draft else ""
+        return f"large faces (quick search for the largest{where})"
 
     @property
     def note(self) -> str | None:
@@ -152,15 +163,16 @@ def _coarse_search(
     height, width = image.shape[:2]
     if height * width <= detection.coarse_pixel_budget:
         return None  # the photo is no larger than the coarse copy: the full search costs the same
+    on_draft = coarse is not None and tuple(coarse.full_size) == (width, height)
     try:
-        if coarse is not None and tuple(coarse.full_size) == (width, height):
+        if on_draft:
             faces = editable_faces(landmarks_in_boxes(image, coarse, predictor), config)
         else:
             budget = dataclasses.replace(detection, pixel_budget=detection.coarse_pixel_budget)
             faces = find_faces(image, dataclasses.replace(config, detection=budget), predictor)
     except (NoFaceError, FaceTooSmallError):
         return None
-    found = FaceSearch(faces, exhaustive=False)
+    found = FaceSearch(faces, exhaustive=False, on_draft=on_draft)
     return found if _best_score(found) >= CONFIDENT_SCORE else None
 
 

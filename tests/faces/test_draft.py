@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,18 @@ def test_boxes_are_in_the_upright_photo(photo: np.ndarray, orientation: int) -> 
     assert upright_found is not None
     assert found.detections.full_size == upright_found.detections.full_size == (photo.shape[1], photo.shape[0])
     assert iou(found.detections.boxes[0], upright_found.detections.boxes[0]) > 0.85
+
+
+def test_threads_share_the_detector_safely(photo: np.ndarray) -> None:
+    # dlib's HOG detector is not safe for concurrent use: without its lock, threads scanning photos of different sizes
+    # corrupt its state (wrong boxes) or the heap (the process aborts).
+    photos = [jpeg(photo), jpeg(photo[:1100, :1800]), jpeg(np.ascontiguousarray(photo[:, ::-1]))]
+    serial = [detect_on_draft(data) for data in photos]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(detect_on_draft, photos * 8))
+    for expected, result in zip(serial * 8, found, strict=True):
+        assert expected is not None and result is not None
+        np.testing.assert_array_equal(np.stack(result.detections.boxes), np.stack(expected.detections.boxes))
 
 
 def test_what_is_not_drafted(photo: np.ndarray, tmp_path: Path) -> None:

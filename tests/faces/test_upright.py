@@ -131,3 +131,10 @@ def test_largest_face_search_of_a_small_photo_is_the_full_search(
     budgets = detector_budgets(monkeypatch)
     search = find_faces_any_turn(portrait, largest_only=True)  # 0.1 MP: below the coarse budget
     assert budgets == [DEFAULT_DETECTION.pixel_budget] and search.exhaustive
+
+
+def test_the_search_says_which_search_ran() -> None:
+    assert FaceSearch([]).description == "every face"
+    assert FaceSearch([], exhaustive=False).description == "large faces (quick search for the largest)"
+    on_draft = FaceSearch([], exhaustive=False, on_draft=True)
+    assert on_draft.description == "large faces (quick search for the largest, on the JPEG's reduced decode)"
