@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.faces import draft as draft_module
 from pipeline.faces.align import Face
 from pipeline.faces.decode import decode_upload
-from pipeline.faces.draft import DraftDetections
+from pipeline.faces.landmarks import CoarseDetections
 from pipeline.latent.editing import edit_latent, edit_latent_auto, load_boundary
 from pipeline.networks.perceptual import VGGConfig, lpips_like_distance, perceptual_distance
 from pipeline.networks.stylegan2 import Window
@@ -237,10 +237,10 @@ def test_a_large_jpeg_is_searched_on_its_draft_while_it_decodes(
     photo = make_photo((2400, 1600), [("00016", 900, (100, 100)), ("00191", 150, (2000, 300))])
     path = tmp_path / "photo.jpg"
     Image.fromarray(photo).save(path, "JPEG", quality=92)
-    drafts: list[DraftDetections | None] = []
+    drafts: list[CoarseDetections | None] = []
     original = draft_module.detect_on_draft
 
-    def recording(*args: object) -> DraftDetections | None:
+    def recording(*args: object) -> CoarseDetections | None:
         drafts.append(original(*args))
         return drafts[-1]
 
@@ -251,7 +251,7 @@ def test_a_large_jpeg_is_searched_on_its_draft_while_it_decodes(
         result.summary()["faces_search"] == "large faces (quick search for the largest, on the JPEG's reduced decode)"
     )
     assert len(result.faces) == 1
-    np.testing.assert_array_equal(result.faces[0].bbox, drafts[0].detections.boxes[0])  # the draft's box was used
+    np.testing.assert_array_equal(result.faces[0].bbox, drafts[0].boxes[0])  # the draft's box was used
     as_pixels = remover(decode_upload(str(path)).image, RemovalSettings(method="warp", strength=0.0))
     assert as_pixels.summary()["faces_search"] == "large faces (quick search for the largest)"
     decoded = decode_upload(str(path))

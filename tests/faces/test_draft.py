@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipeline.faces import upright
 from pipeline.faces.decode import EXIF_ORIENTATION_TAG, decode_upload
-from pipeline.faces.draft import DraftSearch, detect_on_draft
+from pipeline.faces.draft import DraftPlan, DraftSearch, detect_on_draft, plan_draft
 from pipeline.faces.landmarks import DEFAULT_DETECTION, CoarseDetections
 from pipeline.faces.upright import find_faces_any_turn, turn_clockwise
 from tests.photos import make_photo
@@ -35,6 +35,15 @@ def photo() -> np.ndarray:
     return make_photo((2400, 1300), [("00016", 800, (100, 200)), ("00191", 170, (2000, 300))])
 
 
+def drafted(source: object) -> tuple[DraftPlan, CoarseDetections]:
+    """The plan read from the header and the boxes found on the reduced decode (both must exist)."""
+    plan = plan_draft(source)
+    assert plan is not None
+    found = detect_on_draft(source, plan)
+    assert found is not None
+    return plan, found
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
@@ -43,23 +52,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_the_draft_finds_the_face_the_coarse_copy_finds(photo: np.ndarray) -> None:
     data = jpeg(photo)
-    found = detect_on_draft(data)
-    assert found is not None and found.orientation == 1
+    plan, found = drafted(data)
     decoded = decode_upload(data)
-    assert found.detections.full_size == (decoded.image.shape[1], decoded.image.shape[0])
+    assert plan.orientation == 1 and plan.full_size == found.full_size == (photo.shape[1], photo.shape[0])
     quick = find_faces_any_turn(decoded.image, largest_only=True)  # coarse copy made from the full decode
-    assert len(found.detections.boxes) == 1, "the small face is not seen on the coarse copy either"
-    assert iou(found.detections.boxes[0], quick.faces[0].bbox) > 0.85
-    assert found.detections.scores[0] > upright.CONFIDENT_SCORE
+    assert len(found.boxes) == 1, "the small face is not seen on the coarse copy either"
+    assert iou(found.boxes[0], quick.faces[0].bbox) > 0.85
+    assert found.scores[0] > upright.CONFIDENT_SCORE
 
 
 def test_a_path_and_bytes_give_the_same_boxes(photo: np.ndarray, tmp_path: Path) -> None:
     data = jpeg(photo)
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
-    from_path, from_bytes = detect_on_draft(str(path)), detect_on_draft(data)
-    assert from_path is not None and from_bytes is not None
-    np.testing.assert_array_equal(from_path.detections.boxes[0], from_bytes.detections.boxes[0])
+    (_, from_path), (_, from_bytes) = drafted(str(path)), drafted(data)
+    np.testing.assert_array_equal(from_path.boxes[0], from_bytes.boxes[0])
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
@@ -67,35 +74,36 @@ def test_boxes_are_in_the_upright_photo(photo: np.ndarray, orientation: int) -> 
     # Stored turned, with the EXIF tag that turns it upright again (6: the camera was turned 90° clockwise).
     stored = {3: turn_clockwise(photo, 180), 6: turn_clockwise(photo, -90), 8: turn_clockwise(photo, 90)}[orientation]
     data = jpeg(stored, orientation)
-    found = detect_on_draft(data)
-    decoded = decode_upload(data)
-    assert found is not None and found.orientation == decoded.exif_orientation == orientation
-    upright_found = detect_on_draft(jpeg(photo))
-    assert upright_found is not None
-    assert found.detections.full_size == upright_found.detections.full_size == (photo.shape[1], photo.shape[0])
-    assert iou(found.detections.boxes[0], upright_found.detections.boxes[0]) > 0.85
+    plan, found = drafted(data)
+    assert plan.orientation == decode_upload(data).exif_orientation == orientation
+    _, upright_found = drafted(jpeg(photo))
+    assert found.full_size == upright_found.full_size == (photo.shape[1], photo.shape[0])
+    assert iou(found.boxes[0], upright_found.boxes[0]) > 0.85
 
 
 def test_threads_share_the_detector_safely(photo: np.ndarray) -> None:
     # dlib's HOG detector is not safe for concurrent use: without its lock, threads scanning photos of different sizes
     # corrupt its state (wrong boxes) or the heap (the process aborts).
     photos = [jpeg(photo), jpeg(photo[:1100, :1800]), jpeg(np.ascontiguousarray(photo[:, ::-1]))]
-    serial = [detect_on_draft(data) for data in photos]
+    plans = [plan_draft(data) for data in photos]
+    serial = [detect_on_draft(data, plan) for data, plan in zip(photos, plans, strict=True)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        found = list(pool.map(detect_on_draft, photos * 8))
+        found = list(pool.map(detect_on_draft, photos * 8, plans * 8))
     for expected, result in zip(serial * 8, found, strict=True):
         assert expected is not None and result is not None
-        np.testing.assert_array_equal(np.stack(result.detections.boxes), np.stack(expected.detections.boxes))
+        np.testing.assert_array_equal(np.stack(result.boxes), np.stack(expected.boxes))
 
 
 def test_what_is_not_drafted(photo: np.ndarray, tmp_path: Path) -> None:
     png = io.BytesIO()
     Image.fromarray(photo).save(png, "PNG")
-    assert detect_on_draft(png.getvalue()) is None, "not a JPEG"
-    assert detect_on_draft(jpeg(photo[:500, :800])) is None, "0.4 MP: no coarse copy is needed"
-    assert detect_on_draft(jpeg(photo)[:2000]) is None, "truncated: the full decode reports it"
-    assert detect_on_draft(str(tmp_path / "missing.jpg")) is None
-    assert detect_on_draft(photo) is None, "arrays are decoded already"
+    assert plan_draft(png.getvalue()) is None, "not a JPEG"
+    assert plan_draft(jpeg(photo[:500, :800])) is None, "0.4 MP: no coarse copy is needed"
+    assert plan_draft(str(tmp_path / "missing.jpg")) is None
+    assert plan_draft(photo) is None, "arrays are decoded already"
+    truncated = jpeg(photo)[:2000]
+    plan = plan_draft(truncated)  # its header is whole
+    assert plan is not None and detect_on_draft(truncated, plan) is None, "the full decode reports it"
 
 
 def test_the_search_uses_draft_boxes_only_for_the_photo_they_describe(photo: np.ndarray) -> None:
