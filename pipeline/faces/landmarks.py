@@ -118,9 +118,9 @@ def _sha256(path: Path) -> str:
 class FaceDetector:
     """dlib's HOG frontal face detector with the lock that its use needs.
 
-    dlib documents ``object_detector`` as unsafe for concurrent use (its scanner keeps per-call state); one shared by
-    threads without a lock corrupts the heap (measured: four threads on one detector abort the process). The shape
-    predictor, documented as safe, needs none.
+    dlib documents the detector's scanner (``scan_fhog_pyramid``, scan_fhog_pyramid_abstract.h "THREAD SAFETY") as
+    unsafe for concurrent access; one detector shared by threads without a lock corrupts the heap (measured: four
+    threads on one detector abort the process). The shape predictor, documented as safe, needs none.
     """
 
     detector: dlib.fhog_object_detector
