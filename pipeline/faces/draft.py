@@ -20,7 +20,6 @@ orientation or size the full decode does not confirm — gives ``None``, and the
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import math
@@ -36,14 +35,19 @@ import numpy as np
 from PIL import Image
 
 from pipeline.faces.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, check_dimensions, exif_orientation
-from pipeline.faces.landmarks import DEFAULT_DETECTION, CoarseDetections, DetectionConfig, detect_boxes, plan_detection
-from pipeline.faces.photo import orient_array
+from pipeline.faces.landmarks import (
+    DEFAULT_DETECTION,
+    CoarseDetections,
+    DetectionConfig,
+    detect_boxes,
+    plan_coarse_copy,
+)
+from pipeline.faces.photo import orient_array, oriented_size
 
 logger = logging.getLogger(__name__)
 
 JPEG_SIGNATURE = b"\xff\xd8\xff"  # SOI marker + the first byte of the next marker (JPEG/JFIF/EXIF/MPO files)
 DRAFT_FORMATS = ("JPEG", "MPO")  # Pillow formats with scaled DCT decoding (``Image.draft``)
-TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height (EXIF 2.32, tag 0x0112)
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,14 @@ def plan_draft(
                 return None
             check_dimensions(image.width, image.height, limits)
             orientation = exif_orientation(image)
-            width, height = (image.height, image.width) if orientation in TRANSPOSED_ORIENTATIONS else image.size
+            full_size = oriented_size(image.size, orientation)
     except Exception as err:  # the full decode gives the user-facing message for a bad file
         logger.debug("no draft plan: %s", type(err).__name__)
         return None
-    if width * height <= config.coarse_pixel_budget:
+    plan = plan_coarse_copy(*full_size, config)
+    if plan is None:
         return None  # no coarse copy needed: the search runs on the photo itself
-    plan = plan_detection(width, height, dataclasses.replace(config, pixel_budget=config.coarse_pixel_budget))
-    return DraftPlan(orientation, (width, height), plan.working_size, plan.upsample_times)
+    return DraftPlan(orientation, full_size, plan.working_size, plan.upsample_times)
 
 
 def detect_on_draft(

@@ -16,6 +16,7 @@ samples; on the full image the landmarks are what dlib reports for the photo its
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -66,6 +67,10 @@ class DetectionConfig:
     # search's by 2.9–5 px on average on 12–16 MP test photos, 2.4 px with a 1 MP copy); a confident face there ends
     # the search, anything else falls back to the full budget. Ours.
     coarse_pixel_budget: int = 512 * 1024
+
+    def coarse(self) -> DetectionConfig:
+        """These settings for the quick search's coarse copy (``pixel_budget`` = ``coarse_pixel_budget``)."""
+        return dataclasses.replace(self, pixel_budget=self.coarse_pixel_budget)
 
 
 DEFAULT_DETECTION = DetectionConfig()
@@ -190,6 +195,16 @@ def plan_detection(width: int, height: int, config: DetectionConfig = DEFAULT_DE
         return DetectionPlan((width, height), 0)
     scale = math.sqrt(config.pixel_budget / pixels)
     return DetectionPlan((max(1, math.floor(width * scale)), max(1, math.floor(height * scale))), 0)
+
+
+def plan_coarse_copy(width: int, height: int, config: DetectionConfig = DEFAULT_DETECTION) -> DetectionPlan | None:
+    """The quick search's coarse copy of a ``width``×``height`` photo, or None when the photo is no larger than it.
+
+    (A photo within ``coarse_pixel_budget`` is searched as it is: the full search costs the same.)
+    """
+    if width * height <= config.coarse_pixel_budget:
+        return None
+    return plan_detection(width, height, config.coarse())
 
 
 @dataclass(frozen=True, eq=False)

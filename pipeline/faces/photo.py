@@ -516,6 +516,12 @@ _ORIENTATION_OPS = {
     7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
     8: lambda a: np.rot90(a, 1),
 }
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the entries above that swap width and height (EXIF 2.32, tag 0x0112)
+
+
+def oriented_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) of a ``size`` (width, height) image after EXIF orientation ``orientation`` (1–8)."""
+    return (size[1], size[0]) if orientation in TRANSPOSING_ORIENTATIONS else (size[0], size[1])
 
 
 def orient_array(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.errors import FaceTooSmallError, NoFaceError
 from pipeline.faces.align import DEFAULT_SEARCH, Face, FaceSearchConfig, editable_faces, find_faces
-from pipeline.faces.landmarks import CoarseDetections, landmarks_in_boxes
+from pipeline.faces.landmarks import CoarseDetections, landmarks_in_boxes, plan_coarse_copy
 
 logger = logging.getLogger(__name__)
 
@@ -159,17 +159,15 @@ def _coarse_search(
     ``coarse``: the copy's detections if already found (used when they are for ``image``'s size); else the copy is
     made from ``image`` and searched here.
     """
-    detection = config.detection
     height, width = image.shape[:2]
-    if height * width <= detection.coarse_pixel_budget:
+    if plan_coarse_copy(width, height, config.detection) is None:
         return None  # the photo is no larger than the coarse copy: the full search costs the same
     on_draft = coarse is not None and tuple(coarse.full_size) == (width, height)
     try:
         if on_draft:
             faces = editable_faces(landmarks_in_boxes(image, coarse, predictor), config)
         else:
-            budget = dataclasses.replace(detection, pixel_budget=detection.coarse_pixel_budget)
-            faces = find_faces(image, dataclasses.replace(config, detection=budget), predictor)
+            faces = find_faces(image, dataclasses.replace(config, detection=config.detection.coarse()), predictor)
     except (NoFaceError, FaceTooSmallError):
         return None
     found = FaceSearch(faces, exhaustive=False, on_draft=on_draft)

@@ -84,7 +84,6 @@ RESIZE_FILTER = Image.Resampling.BILINEAR  # torchvision Resize((256, 256)) on a
 # --weights-dir checkpoints`` repeats the check on the real weights and says if HALF_SMALL_CONVS_ON_CPU must go off.
 HALF_WEIGHT_MAX_INPUT = 16
 HALF_SMALL_CONVS_ON_CPU = True  # the default of ``half_small_convs`` on the CPU (see above)
-FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
 @dataclass(frozen=True)
@@ -398,8 +397,9 @@ class Encoder4Editing(nn.Module):
             for position, layer in enumerate(block.convs):
                 if not isinstance(layer, nn.Conv2d):
                     continue
-                if side <= max_input and float(layer.weight.abs().max()) <= FLOAT16_MAX:
-                    block.convs[position] = HalfWeightConv2d(layer)
+                half = HalfWeightConv2d(layer) if side <= max_input else None
+                if half is not None and bool(torch.isfinite(half.weight).all()):  # beyond float16's range: inf
+                    block.convs[position] = half
                     replaced.append(layer.weight)
                 side //= 2
         return replaced

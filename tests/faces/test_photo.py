@@ -19,6 +19,7 @@ from pipeline.faces.photo import (
     encode_png,
     model_view,
     orient_array,
+    oriented_size,
     read_png,
     write_back,
 )
@@ -290,3 +291,10 @@ def test_cmyk_comes_back_as_rgb_with_a_note() -> None:
     decoded = decode_upload(buffer.getvalue())
     assert decoded.photo.pixels.shape[2] == 3
     assert any("CMYK" in note for note in decoded.notes)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_oriented_size_is_the_size_orient_array_gives(orientation: int) -> None:
+    pixels = np.zeros((2, 3, 3), dtype=np.uint8)  # 3 wide, 2 high
+    height, width = orient_array(pixels, orientation).shape[:2]
+    assert oriented_size((3, 2), orientation) == (width, height)

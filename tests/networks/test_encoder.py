@@ -427,3 +427,14 @@ def test_encoder_with_the_wrong_output_size_is_rejected() -> None:
 def test_load_encoder_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="does not exist"):
         load_encoder(tmp_path / "e4e_ffhq_encode.pt")
+
+
+def test_a_weight_beyond_float16_keeps_its_layer_in_float32(tiny_checkpoint: dict) -> None:
+    encoder = encoder_from_checkpoint(tiny_checkpoint, source="tiny test checkpoint", half_small_convs=False)
+    big = encoder.styles[0].convs[0]
+    with torch.no_grad():
+        big.weight[0, 0, 0, 0] = 1e6  # float16 ends at 65504
+    replaced = encoder.keep_small_convs_in_half()
+    assert isinstance(encoder.styles[0].convs[0], torch.nn.Conv2d) and encoder.styles[0].convs[0] is big
+    assert all(weight is not big.weight for weight in replaced) and len(replaced) > 0
+    assert all(isinstance(block.convs[0], HalfWeightConv2d) for block in encoder.styles[1:3])  # the other 16² inputs
